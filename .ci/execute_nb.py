@@ -1,6 +1,8 @@
 """Execute notebooks in place, keeping their outputs, the way `nbdev_test` runs them.
 
 Cells flagged `#| cuda` run only when a GPU is present, `#| slow` only with --slow; skipped cells keep no stale output.
+Cells with Quarto's `#| output: false` run but keep no saved output (used for figures of datasets whose licence
+does not allow redistributing their images: the reader sees them when running the notebook with the data).
 Usage: python .ci/execute_nb.py nbs/01_scan.ipynb [more.ipynb ...] [--slow]
 """
 import re, sys, pathlib
@@ -24,6 +26,7 @@ def execute(path, slow=False, timeout=3600):
                 cell.outputs, cell.execution_count = [], None
                 continue
             client.execute_cell(cell, i)
+            if re.search(r'^#\|\s*output:\s*false\s*$', cell.source, flags=re.M): cell.outputs = []
     nbformat.write(nb, path)
 
 if __name__ == '__main__':

@@ -1,14 +1,14 @@
 """Benchmark `fbp_nb.scan.selective_scan` against autograd through the sequential reference and mamba.py's pscan.
 
 A script, not a test: timings on a shared machine are noisy, so every figure is printed next to a reference run
-in the same process, as a ratio. Peak memory is measured in a fresh child process per run (peak RSS on CPU,
+in the same process, as a ratio. Peak memory is measured in a fresh child process per run (peak resident memory, VmHWM, on CPU/Linux,
 `torch.cuda.max_memory_allocated` on CUDA).
 
     python tests/benchmarks/bench_scan.py             # both shapes, CPU (and CUDA when present)
     python tests/benchmarks/bench_scan.py --quick     # small shapes, a smoke run
 The peer needs `pip install mambapy` (a benchmark-only dependency, never a runtime one); without it its rows are skipped.
 """
-import argparse, json, resource, subprocess, sys, time
+import argparse, json, subprocess, sys, time
 import torch
 
 SHAPES = [(2, 192, 3136, 16), (8, 384, 196, 16)]
@@ -53,6 +53,11 @@ def timeit(fn, device, reps, warmup=True):
         t = time.perf_counter(); fn(); sync(device); ts.append(time.perf_counter() - t)
     return min(ts)
 
+def _status_kb(key):
+    "A field of /proc/self/status, in kB."
+    for line in open('/proc/self/status'):
+        if line.startswith(key + ':'): return int(line.split()[1])
+
 def child(impl, shape, device):
     "Run once in this (fresh) process and report the peak memory the run added, in MB."
     x = make(*shape, device)
@@ -60,10 +65,10 @@ def child(impl, shape, device):
     if device == 'cuda':
         torch.cuda.synchronize(); base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
         fn(); torch.cuda.synchronize(); peak = torch.cuda.max_memory_allocated() - base
-    else:
-        import os
-        base = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')   # resident now
-        fn(); peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base         # peak since start
+    else:   # reset the kernel's high-water mark of resident memory, then read it back after the run (Linux)
+        with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+        base = _status_kb('VmRSS')
+        fn(); peak = (_status_kb('VmHWM') - base) * 1024
     print(json.dumps({'peak_mb': peak / 2**20}))
 
 def peak_mb(impl, shape, device):
