@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Check a KDEF-PT folder in the fbp_nb layout: labels.csv (`image,score[,sigma]`, 1-7) and images/.
+
+KDEF-PT has no official file layout; fbp_nb.data.KDEFPT reads:
+  <root>/labels.csv     header `image,score` (optional `sigma`), one row per image, KDEF names like AF01HAS.JPG
+  <root>/images/<image>
+Example:
+  python data_scripts/prepare_kdef_pt.py --root data/KDEF-PT
+Checks parsing (file:line on errors), the 1-7 scale, unique names, KDEF naming (needed for the split by subject),
+that every image exists and decodes; reports subjects per gender and expressions (70 subjects x 3 expressions =
+210 images expected; --expected to change). Prints sha256 of labels.csv and a one-line summary; exits 1 on problems.
+"""
+import argparse, sys
+from collections import Counter
+from pathlib import Path
+from _common import fd, sha256, find_layout, decode_all, finish
+
+
+def check(root, expected=210, decode=True):
+    "Run the checks on the KDEF-PT folder `root`; return (problems, summary)."
+    problems, f = [], root/'labels.csv'
+    print(f"sha256 {sha256(f)}  labels.csv")
+    try: ds = fd.KDEFPT(root, 'all')
+    except (ValueError, FileNotFoundError) as e:
+        return [str(e)], ''
+    if len(ds) != expected: problems.append(f"{len(ds)} images, expected {expected}")
+    subj = Counter(s[0] for s in set(ds.subjects))
+    expr = Counter(fd._KDEF.match(Path(n).name).group(4).upper() for n in ds.names)
+    print(f"subjects: {dict(sorted(subj.items()))}; expressions: {dict(sorted(expr.items()))}")
+    dec = 'decode skipped'
+    if decode:
+        bad = decode_all(ds.paths, 'KDEF-PT')
+        if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
+        dec = f"{len(ds) - len(bad)}/{len(ds)} decode"
+    summary = (f"{len(ds)} images, {len(set(ds.subjects))} subjects ({subj.get('F', 0)} F, {subj.get('M', 0)} M), "
+               f"scores {ds.scores.min():.2f}-{ds.scores.max():.2f} on 1-7, sigma {'yes' if ds.sigma is not None else 'no'}, {dec}")
+    return problems, summary
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--root', required=True, help='folder with labels.csv and images/ (or a folder above it)')
+    ap.add_argument('--expected', type=int, default=210, help='number of images expected (70 subjects x 3)')
+    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image')
+    a = ap.parse_args(argv)
+    top = Path(a.root)
+    if not top.is_dir(): sys.exit(f"error: {top} is not a folder")
+    root = find_layout(top, ['labels.csv', 'images'])
+    if root is None:
+        sys.exit(f"error: no KDEF-PT folder under {top}: expected labels.csv and images/ "
+                 f"(missing: {', '.join(m for m in ['labels.csv', 'images'] if not (top/m).exists())} in {top})")
+    print(f"KDEF-PT at {root}")
+    finish('KDEF-PT', *check(root, a.expected, decode=not a.no_decode))
+
+
+if __name__ == '__main__': main()

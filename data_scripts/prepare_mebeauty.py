@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Check an extracted MEBeauty folder: scores/{train,val,test}_<year>.txt (`./cropped_images/... score`, 1-10).
+
+Example:
+  python data_scripts/prepare_mebeauty.py --root data/MEBeauty-database-main --no-decode
+Checks that every score file parses (file:line on errors), scores are within 1-10, names are unique, the splits
+are disjoint and every listed image exists (the release's cropped folder is known to miss some: --allow-missing
+reports them without failing; load with MEBeauty(..., on_missing='skip')). Prints sha256 of the score files and
+a one-line summary; exits 1 when something is wrong.
+"""
+import argparse, sys
+from pathlib import Path
+from _common import fd, sha256, extract, find_layout, decode_all, finish
+
+SPLITS = ('train', 'val', 'test')
+
+
+def check(root, year=2022, decode=True, allow_missing=False):
+    "Run the checks on the MEBeauty folder `root`; return (problems, summary)."
+    problems, seen, counts, n_missing, all_paths = [], {}, {}, 0, []
+    for s in SPLITS:
+        f = root/'scores'/f'{s}_{year}.txt'
+        if not f.is_file():
+            problems.append(f"missing {f}"); continue
+        print(f"sha256 {sha256(f)}  {f.relative_to(root)}")
+        try: names, scores, lines = fd.read_score_file(f, fd.MEBeauty.scale)
+        except ValueError as e:
+            problems.append(str(e)); continue
+        counts[s] = len(names)
+        rel = [n[2:] if n.startswith('./') else n for n in names]
+        for n, ln in zip(rel, lines):
+            if n in seen: problems.append(f"{f}:{ln}: {n} is also in {seen[n]}")
+            else: seen[n] = f"{f.name}:{ln}"
+        paths = [root/n for n in rel]
+        miss = [f"{f}:{ln}: {p}" for p, ln in zip(paths, lines) if not p.is_file()]
+        n_missing += len(miss)
+        if miss:
+            msg = f"{len(miss)} of {len(names)} images listed in {f.name} are not on disk, e.g. {miss[0]}"
+            if allow_missing: print(f"note: {msg}")
+            else: problems.append(msg + " (use --allow-missing to accept, and on_missing='skip' when loading)")
+        all_paths += [p for p in paths if p.is_file()]
+    dec = 'decode skipped'
+    if decode:
+        bad = decode_all(all_paths, 'MEBeauty')
+        if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
+        dec = f"{len(all_paths) - len(bad)}/{len(all_paths)} decode"
+    summary = (' / '.join(f"{s} {counts[s]}" for s in SPLITS if s in counts) +
+               f" images, scale 1-10, {n_missing} listed but missing, {dec}")
+    return problems, summary
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument('--root', help='extracted MEBeauty folder (or a folder above it)')
+    src.add_argument('--zip', help='a zip of the MEBeauty repository; extracted into --dest')
+    ap.add_argument('--dest', help='where to extract --zip (default: beside the zip)')
+    ap.add_argument('--year', type=int, default=2022, help='score file suffix (scores/train_<year>.txt)')
+    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image')
+    ap.add_argument('--allow-missing', action='store_true', help='report listed-but-missing images without failing')
+    a = ap.parse_args(argv)
+    top = Path(a.root) if a.root else extract(a.zip, a.dest or Path(a.zip).with_suffix(''))
+    if not top.is_dir(): sys.exit(f"error: {top} is not a folder")
+    need = [f'scores/train_{a.year}.txt']
+    root = find_layout(top, need)
+    if root is None: sys.exit(f"error: no MEBeauty folder under {top}: expected {need[0]} (and cropped_images/)")
+    print(f"MEBeauty at {root}")
+    finish('MEBeauty', *check(root, a.year, decode=not a.no_decode, allow_missing=a.allow_missing))
+
+
+if __name__ == '__main__': main()
