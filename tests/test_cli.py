@@ -43,3 +43,98 @@ def test_cuda_request_without_gpu():
     if torch.cuda.is_available(): pytest.skip('this machine has a GPU')
     r = fbp('demo', '--steps', '1', '--device', 'cuda')
     assert r.returncode == 2 and 'no usable CUDA GPU' in r.stderr
+
+# --- fbp_train / fbp_eval / fbp_predict -------------------------------------------------------------------------------
+
+def script(name, *args, timeout=300):
+    exe = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    assert exe, f'the `{name}` console script is not installed: pip install -e ".[dev]"'
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
+
+LAST = re.compile(r'PC=(-?\d\.\d{3}|nan) MAE=(\d+\.\d{3}) RMSE=(\d+\.\d{3})')
+TINY = ('--n-train', '48', '--n-val', '16', '--n-test', '24', '--img-size', '32', '--width-mult', '0.25',
+        '--device', 'cpu', '--no-progress')
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+    "One tiny real training run (2 epochs), shared by the tests below."
+    out = tmp_path_factory.mktemp('fbp') / 'run'
+    r = script('fbp_train', *TINY, '--epochs', '2', '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    return out, r.stdout
+
+def test_train_help():
+    r = script('fbp_train', '--help')
+    assert r.returncode == 0, r.stderr
+    for opt in ('--data', '--root', '--protocol', '--val-frac', '--model', '--img-size', '--epochs', '--batch-size', '--lr',
+                '--device', '--seed', '--resume', '--weights', '--cache', '--workers', '--no-progress', '--out', 'mamba_cnn_D'):
+        assert opt in r.stdout, opt
+    for name in ('fbp_eval', 'fbp_predict'):
+        r = script(name, '--help')
+        assert r.returncode == 0 and 'CKPT' in r.stdout, r.stderr
+    r = fbp('train', '--help')                      # the same command as a sub-command of `fbp`
+    assert r.returncode == 0 and '--resume' in r.stdout
+
+def test_train_tiny_run(run_dir):
+    out, stdout = run_dir
+    for f in ('model.pt', 'last.pt', 'metrics.json', 'history.json', 'learning_curves.png'): assert (out / f).is_file(), f
+    last = stdout.strip().splitlines()[-1]
+    assert LAST.fullmatch(last), last
+    import json
+    m = json.loads((out / 'metrics.json').read_text())
+    assert m['test']['n'] == 24 and m['epochs_run'] == 2
+    assert last == f"PC={m['test']['PC']:.3f} MAE={m['test']['MAE']:.3f} RMSE={m['test']['RMSE']:.3f}"
+    assert (out / 'learning_curves.png').read_bytes()[:4] == b'\x89PNG'
+
+def test_resume(run_dir, tmp_path):
+    "Stop after 1 epoch, resume to 2: the same test metrics as the straight 2-epoch run."
+    out, stdout = run_dir
+    r = script('fbp_train', *TINY, '--epochs', '1', '--out', str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    r = script('fbp_train', '--resume', str(tmp_path / 'last.pt'), '--epochs', '2', '--no-progress')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == stdout.strip().splitlines()[-1]
+
+def test_eval(run_dir):
+    out, stdout = run_dir
+    r = script('fbp_eval', str(out / 'model.pt'), '--split', 'test', '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == stdout.strip().splitlines()[-1]   # same test metrics as at the end of training
+    assert 'per group' in r.stdout
+
+def test_eval_wrong_architecture_or_file(run_dir):
+    out, _ = run_dir
+    r = script('fbp_eval', str(out / 'model.pt'), '--model', 'mobilenet_v2')
+    assert r.returncode == 2 and 'model.pt: checkpoint of mamba_cnn_D, not --model mobilenet_v2' in r.stderr, r.stderr
+    r = script('fbp_eval', str(out / 'metrics.json'))
+    assert r.returncode == 2 and 'metrics.json: not a fbp_train checkpoint' in r.stderr, r.stderr
+
+def test_predict(run_dir, tmp_path):
+    from fbp_nb.synth import SynthFaces
+    out, _ = run_dir
+    SynthFaces(1, img_size=32, split='test').render(0).save(tmp_path / 'face.png')
+    r = script('fbp_predict', str(out / 'model.pt'), str(tmp_path / 'face.png'), '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    path, score = r.stdout.strip().splitlines()[-1].split('\t')[:2]
+    assert path == str(tmp_path / 'face.png') and 1 <= float(score) <= 5
+    (tmp_path / 'bad.jpg').write_bytes(b'not an image')
+    r = script('fbp_predict', str(out / 'model.pt'), str(tmp_path / 'bad.jpg'), '--no-align')
+    assert r.returncode == 2 and 'bad.jpg' in r.stderr, r.stderr
+    r = script('fbp_predict', str(out / 'model.pt'), str(tmp_path / 'missing.jpg'), '--no-align')
+    assert r.returncode == 2 and 'missing.jpg not found' in r.stderr, r.stderr
+
+def test_train_bad_options(tmp_path):
+    r = script('fbp_train', '--bogus')
+    assert r.returncode == 2 and 'unrecognized arguments: --bogus' in r.stderr
+    r = script('fbp_train', '--model', 'vgg16')
+    assert r.returncode == 2 and "invalid choice: 'vgg16'" in r.stderr
+    r = script('fbp_train', '--data', 'scut')
+    assert r.returncode == 2 and '--root is required for --data scut' in r.stderr, r.stderr
+    r = script('fbp_train', '--data', 'scut', '--root', str(tmp_path / 'nowhere'))
+    assert r.returncode == 2 and 'nowhere: folder not found' in r.stderr, r.stderr
+
+def test_train_cuda_request_without_gpu():
+    import torch
+    if torch.cuda.is_available(): pytest.skip('this machine has a GPU')
+    r = script('fbp_train', '--device', 'cuda')
+    assert r.returncode == 2 and 'no usable CUDA GPU' in r.stderr, r.stderr
