@@ -41,7 +41,7 @@ def test_quickstart_commands_in_readme():
     sec = text[text.index('## Quickstart'):]
     block = sec[sec.index('```sh') + 5: sec.index('```', sec.index('```sh') + 5)].strip().splitlines()
     assert len(block) == 2, block
-    assert block[0].endswith('fbp demo') and 'pip install -e ".[dev]"' in block[0]
+    assert block[0].endswith('fbp_train') and 'pip install -e ".[dev]"' in block[0]
     assert block[1].endswith('python -m pytest tests')
 
 def test_wheel_contents(tmp_path):
