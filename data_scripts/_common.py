@@ -1,5 +1,5 @@
 """Helpers shared by the data_scripts/prepare_*.py command-line checks (not part of the fbp_nb package)."""
-import hashlib, sys, warnings, zipfile
+import argparse, hashlib, sys, warnings, zipfile
 from pathlib import Path
 from PIL import Image
 
@@ -144,6 +144,25 @@ def decode_all(paths, label):
         except (FileNotFoundError, ValueError) as e: bad.append(str(e))
         if k % 1000 == 0: print(f"  decoded {k}/{len(paths)} {label} images")
     return bad
+
+
+def decode_check(paths, label, problems):
+    "Decode every image of `paths`; add one problem when some fail; return the summary part ('N/M decode')."
+    bad = decode_all(paths, label)
+    if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
+    return f"{len(paths) - len(bad)}/{len(paths)} decode"
+
+
+def make_parser(doc, root_help, zip_help=None, many_zips=False):
+    "The options every prepare script shares: --root or --zip (+ --dest), and --no-decode."
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument('--root', help=root_help)
+    if zip_help:
+        src.add_argument('--zip', nargs='+' if many_zips else None, help=zip_help)
+        ap.add_argument('--dest', help=f"where to extract --zip (default: beside the {'first ' if many_zips else ''}zip)")
+    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image (the slow part)')
+    return ap
 
 
 def finish(name, problems, summary):

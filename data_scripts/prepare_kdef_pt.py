@@ -10,10 +10,10 @@ Checks parsing (file:line on errors), the 1-7 scale, unique names, KDEF naming (
 that every image exists and decodes; reports subjects per gender and expressions (70 subjects x 3 expressions =
 210 images expected; --expected to change). Prints sha256 of labels.csv and a one-line summary; exits 1 on problems.
 """
-import argparse, sys
+import sys
 from collections import Counter
 from pathlib import Path
-from _common import fd, sha256, find_layout, decode_all, finish
+from _common import fd, sha256, find_layout, decode_check, make_parser, finish
 
 
 def check(root, expected=210, decode=True):
@@ -27,21 +27,15 @@ def check(root, expected=210, decode=True):
     subj = Counter(s[0] for s in set(ds.subjects))
     expr = Counter(fd._KDEF.match(Path(n).name).group(4).upper() for n in ds.names)
     print(f"subjects: {dict(sorted(subj.items()))}; expressions: {dict(sorted(expr.items()))}")
-    dec = 'decode skipped'
-    if decode:
-        bad = decode_all(ds.paths, 'KDEF-PT')
-        if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
-        dec = f"{len(ds) - len(bad)}/{len(ds)} decode"
+    dec = decode_check(ds.paths, 'KDEF-PT', problems) if decode else 'decode skipped'
     summary = (f"{len(ds)} images, {len(set(ds.subjects))} subjects ({subj.get('F', 0)} F, {subj.get('M', 0)} M), "
                f"scores {ds.scores.min():.2f}-{ds.scores.max():.2f} on 1-7, sigma {'yes' if ds.sigma is not None else 'no'}, {dec}")
     return problems, summary
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--root', required=True, help='folder with labels.csv and images/ (or a folder above it)')
+    ap = make_parser(__doc__, 'folder with labels.csv and images/ (or a folder above it)')
     ap.add_argument('--expected', type=int, default=210, help='number of images expected (70 subjects x 3)')
-    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image')
     a = ap.parse_args(argv)
     top = Path(a.root)
     if not top.is_dir(): sys.exit(f"error: {top} is not a folder")

@@ -8,9 +8,9 @@ are disjoint and every listed image exists (the release's cropped folder is know
 reports them without failing; load with MEBeauty(..., on_missing='skip')). Prints sha256 of the score files and
 a one-line summary; exits 1 when something is wrong.
 """
-import argparse, sys
+import sys
 from pathlib import Path
-from _common import fd, sha256, extract, find_layout, decode_all, finish
+from _common import fd, sha256, extract, find_layout, decode_check, make_parser, finish
 
 SPLITS = ('train', 'val', 'test')
 
@@ -39,24 +39,15 @@ def check(root, year=2022, decode=True, allow_missing=False):
             if allow_missing: print(f"note: {msg}")
             else: problems.append(msg + " (use --allow-missing to accept, and on_missing='skip' when loading)")
         all_paths += [p for p in paths if p.is_file()]
-    dec = 'decode skipped'
-    if decode:
-        bad = decode_all(all_paths, 'MEBeauty')
-        if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
-        dec = f"{len(all_paths) - len(bad)}/{len(all_paths)} decode"
+    dec = decode_check(all_paths, 'MEBeauty', problems) if decode else 'decode skipped'
     summary = (' / '.join(f"{s} {counts[s]}" for s in SPLITS if s in counts) +
                f" images, scale 1-10, {n_missing} listed but missing, {dec}")
     return problems, summary
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument('--root', help='extracted MEBeauty folder (or a folder above it)')
-    src.add_argument('--zip', help='a zip of the MEBeauty repository; extracted into --dest')
-    ap.add_argument('--dest', help='where to extract --zip (default: beside the zip)')
+    ap = make_parser(__doc__, 'extracted MEBeauty folder (or a folder above it)', 'a zip of the MEBeauty repository; extracted into --dest')
     ap.add_argument('--year', type=int, default=2022, help='score file suffix (scores/train_<year>.txt)')
-    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image')
     ap.add_argument('--allow-missing', action='store_true', help='report listed-but-missing images without failing')
     a = ap.parse_args(argv)
     top = Path(a.root) if a.root else extract(a.zip, a.dest or Path(a.zip).with_suffix(''))

@@ -14,9 +14,8 @@ exists (and decodes unless --no-decode), every boxes file parses and its box lie
 (12271 train + 3068 test in the release; --expected to change). Prints the sha256 of the label file, the counts per
 split and class, and a one-line summary; exits 1 naming what is missing or wrong.
 """
-import argparse
 from pathlib import Path
-from _common import sha256, extract_many, extract_into, locate, image_size, quiet_load, report, counts_str, decode_all, finish
+from _common import sha256, extract_many, extract_into, locate, image_size, quiet_load, report, counts_str, decode_check, make_parser, finish
 import fbp_nb.det_data as dd
 
 LABEL_FILE = ('EmoLabel/list_patition_label.txt', 'list_patition_label.txt')   # the loader's order
@@ -75,21 +74,14 @@ def check(root, expected=(12271, 3068), decode=True, show=20):
     dec = 'decode skipped'
     if decode:
         files = [img_dir/n for s in SPLITS for _, n in listed[s] if (img_dir/n).is_file()]
-        bad = decode_all(files, 'RAF-DB')
-        if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
-        dec = f"{len(files) - len(bad)}/{len(files)} decode"
+        dec = decode_check(files, 'RAF-DB', problems)
     summary = (f"train {usable.get('train', 0)} + test {usable.get('test', 0)} images (one box each), "
                f"{len(dd.RAF_LABELS)} classes, {lf.name} sha256 {sha256(lf)[:12]}, {dec}")
     return problems, summary
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument('--root', help='extracted basic/ folder (or a folder above it)')
-    src.add_argument('--zip', nargs='+', help='the release archive(s); all extracted into --dest')
-    ap.add_argument('--dest', help='where to extract --zip (default: beside the first zip)')
-    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image (the slow part)')
+    ap = make_parser(__doc__, 'extracted basic/ folder (or a folder above it)', 'the release archive(s); all extracted into --dest', many_zips=True)
     ap.add_argument('--expected', type=int, nargs=2, default=(12271, 3068), metavar=('TRAIN', 'TEST'),
                     help='images expected per split (0 skips the check; default: the release, 12271 3068)')
     ap.add_argument('--show', type=int, default=20, help='print at most this many messages per kind of problem')

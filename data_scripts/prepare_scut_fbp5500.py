@@ -6,10 +6,10 @@ Examples:
   python data_scripts/prepare_scut_fbp5500.py --zip SCUT-FBP5500_v2.1.zip --dest data/
 Prints the sha256 of every label file and ends with a one-line summary; exits 1 when something is wrong.
 """
-import argparse, sys
+import sys
 from pathlib import Path
 import numpy as np
-from _common import fd, sha256, extract, find_layout, decode_all, finish
+from _common import fd, sha256, extract, find_layout, decode_check, make_parser, finish
 
 LAYOUT = ['Images', 'train_test_files']
 
@@ -79,23 +79,14 @@ def check(root, n_expected=5500, decode=True):
         if odd: print(f"note: {len(odd)} landmark file(s) with the eye points swapped or scrambled "
                       f"(align_face refuses them): {', '.join(odd)}")
         if broken: problems.append(f"{len(broken)} landmark files broken or missing, e.g. {broken[0]}")
-    dec = 'decode skipped'
-    if decode:
-        bad = decode_all([root/'Images'/n for n in jpgs], 'SCUT-FBP5500')
-        if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
-        dec = f"{len(jpgs) - len(bad)}/{len(jpgs)} decode"
+    dec = decode_check([root/'Images'/n for n in jpgs], 'SCUT-FBP5500', problems) if decode else 'decode skipped'
     summary = (f"{len(jpgs)} images, scores {np.min(scores):.2f}-{np.max(scores):.2f}, 60/40 {n_tr6}+{n_te6}, "
                f"5 folds {n_trk}+{n_tek}, {n_pts} landmark files ({len(empty)} empty: {', '.join(empty) or '-'}), {dec}")
     return problems, summary
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument('--root', help='extracted release folder (or a folder above it)')
-    src.add_argument('--zip', help='the release zip; extracted into --dest')
-    ap.add_argument('--dest', help='where to extract --zip (default: beside the zip)')
-    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image (the slow part)')
+    ap = make_parser(__doc__, 'extracted release folder (or a folder above it)', 'the release zip; extracted into --dest')
     ap.add_argument('--expected', type=int, default=5500, help='number of images expected (5500 for the release)')
     a = ap.parse_args(argv)
     top = Path(a.root) if a.root else extract(a.zip, a.dest or Path(a.zip).with_suffix(''))

@@ -14,10 +14,9 @@ with the image's folder and boxes inside the image. Reports images per split and
 without a box (allowed: empty target). Prints the sha256 of each boxes file and a one-line summary; exits 1 naming
 what is missing or wrong.
 """
-import argparse
 from pathlib import Path
 from _common import (sha256, extract_many, find_dir, locate, image_size, quiet_load, report, counts_str, split_values,
-                     decode_all, finish)
+                     decode_check, make_parser, finish)
 import fbp_nb.det_data as dd
 
 
@@ -75,25 +74,16 @@ def check(root, splits, boxes=None, expected=None, decode=True, show=20):
         else: parts.append(f"{s} {n_img} images (no boxes file)")
         if s in expected and n_img != expected[s]: problems.append(f"split {s} has {n_img} images, expected {expected[s]}")
         files += ds.files
-    dec = 'decode skipped'
-    if decode:
-        bad = decode_all(files, 'SFEW')
-        if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
-        dec = f"{len(files) - len(bad)}/{len(files)} decode"
+    dec = decode_check(files, 'SFEW', problems) if decode else 'decode skipped'
     return problems, ' / '.join(parts) + f", {dec}"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument('--root', help='folder holding the split folders (or a folder above it)')
-    src.add_argument('--zip', nargs='+', help='archive(s) of the split folders; all extracted into --dest')
-    ap.add_argument('--dest', help='where to extract --zip (default: beside the first zip)')
+    ap = make_parser(__doc__, 'folder holding the split folders (or a folder above it)', 'archive(s) of the split folders; all extracted into --dest', many_zips=True)
     ap.add_argument('--split', action='append', help='split folder to check (repeat; default: every sub-folder '
                     'holding expression folders)')
     ap.add_argument('--boxes', action='append', metavar='SPLIT=FILE', help='FER-YOLO-Mamba boxes file of a split (repeat)')
     ap.add_argument('--expected', action='append', metavar='SPLIT=N', help='images expected in a split (repeat)')
-    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image (the slow part)')
     ap.add_argument('--show', type=int, default=20, help='print at most this many messages per kind of problem')
     a = ap.parse_args(argv)
     boxes, expected = split_values(a.boxes, '--boxes', Path), split_values(a.expected, '--expected', int)

@@ -13,9 +13,8 @@ empty one (allowed: background images) and boxes clipped to the image. Label lin
 of range, label files without an image, a split named with --split that is absent and images that do not decode
 (unless --no-decode) are problems. Prints the sha256 of data.yaml and a one-line summary; exits 1 naming what is wrong.
 """
-import argparse
 from pathlib import Path
-from _common import sha256, extract_many, locate, quiet_load, report, counts_str, split_values, decode_all, finish
+from _common import sha256, extract_many, locate, quiet_load, report, counts_str, split_values, decode_check, make_parser, finish
 import fbp_nb.det_data as dd
 
 LAYOUT = [('data.yaml', 'train', 'images')]
@@ -53,25 +52,16 @@ def check(root, splits=SPLITS, required=False, expected=None, decode=True, show=
     for s in expected:
         if s not in seen.values(): problems.append(f"--expected names split {s!r}, which was not found")
     if not parts: problems.append(f"no split of {', '.join(splits)} found under {root}")
-    dec = 'decode skipped'
-    if decode:
-        bad = decode_all(files, 'YOLO')
-        if bad: problems.append(f"{len(bad)} images do not decode, e.g. {bad[0]}")
-        dec = f"{len(files) - len(bad)}/{len(files)} decode"
+    dec = decode_check(files, 'YOLO', problems) if decode else 'decode skipped'
     n_cls = f"{len(names)} classes" if names else 'no classes'
     return problems, '; '.join(parts) + f"; {n_cls}, {dec}"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument('--root', help='data set folder holding data.yaml (or a folder above it)')
-    src.add_argument('--zip', nargs='+', help='export archive(s); all extracted into --dest')
-    ap.add_argument('--dest', help='where to extract --zip (default: beside the first zip)')
+    ap = make_parser(__doc__, 'data set folder holding data.yaml (or a folder above it)', 'export archive(s); all extracted into --dest', many_zips=True)
     ap.add_argument('--split', action='append', help='split to check, each must exist (repeat; default: train, val '
                     'and test, those present)')
     ap.add_argument('--expected', action='append', metavar='SPLIT=N', help='images expected in a split (repeat)')
-    ap.add_argument('--no-decode', action='store_true', help='skip decoding every image (the slow part)')
     ap.add_argument('--show', type=int, default=20, help='print at most this many messages per kind of problem')
     a = ap.parse_args(argv)
     expected = split_values(a.expected, '--expected', int)
