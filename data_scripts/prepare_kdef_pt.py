@@ -10,10 +10,10 @@ Checks parsing (file:line on errors), the 1-7 scale, unique names, KDEF naming (
 that every image exists and decodes; reports subjects per gender and expressions (70 subjects x 3 expressions =
 210 images expected; --expected to change). Prints sha256 of labels.csv and a one-line summary; exits 1 on problems.
 """
-import sys
+
 from collections import Counter
 from pathlib import Path
-from _common import fd, sha256, find_layout, decode_check, make_parser, finish
+from _common import fd, sha256, locate, decode_check, make_parser, finish
 
 
 def check(root, expected=210, decode=True):
@@ -38,11 +38,7 @@ def main(argv=None):
     ap.add_argument('--expected', type=int, default=210, help='number of images expected (70 subjects x 3)')
     a = ap.parse_args(argv)
     top = Path(a.root)
-    if not top.is_dir(): sys.exit(f"error: {top} is not a folder")
-    root = find_layout(top, ['labels.csv', 'images'])
-    if root is None:
-        sys.exit(f"error: no KDEF-PT folder under {top}: expected labels.csv and images/ "
-                 f"(missing: {', '.join(m for m in ['labels.csv', 'images'] if not (top/m).exists())} in {top})")
+    root = locate(top, ['labels.csv', 'images'], 'KDEF-PT')
     print(f"KDEF-PT at {root}")
     finish('KDEF-PT', *check(root, a.expected, decode=not a.no_decode))
 

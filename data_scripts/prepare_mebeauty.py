@@ -8,9 +8,9 @@ are disjoint and every listed image exists (the release's cropped folder is know
 reports them without failing; load with MEBeauty(..., on_missing='skip')). Prints sha256 of the score files and
 a one-line summary; exits 1 when something is wrong.
 """
-import sys
+
 from pathlib import Path
-from _common import fd, sha256, extract, find_layout, decode_check, make_parser, finish
+from _common import fd, sha256, extract, locate, decode_check, make_parser, finish
 
 SPLITS = ('train', 'val', 'test')
 
@@ -51,10 +51,7 @@ def main(argv=None):
     ap.add_argument('--allow-missing', action='store_true', help='report listed-but-missing images without failing')
     a = ap.parse_args(argv)
     top = Path(a.root) if a.root else extract(a.zip, a.dest or Path(a.zip).with_suffix(''))
-    if not top.is_dir(): sys.exit(f"error: {top} is not a folder")
-    need = [f'scores/train_{a.year}.txt']
-    root = find_layout(top, need)
-    if root is None: sys.exit(f"error: no MEBeauty folder under {top}: expected {need[0]} (and cropped_images/)")
+    root = locate(top, [f'scores/train_{a.year}.txt'], 'MEBeauty')
     print(f"MEBeauty at {root}")
     finish('MEBeauty', *check(root, a.year, decode=not a.no_decode, allow_missing=a.allow_missing))
 

@@ -6,10 +6,10 @@ Examples:
   python data_scripts/prepare_scut_fbp5500.py --zip SCUT-FBP5500_v2.1.zip --dest data/
 Prints the sha256 of every label file and ends with a one-line summary; exits 1 when something is wrong.
 """
-import sys
+
 from pathlib import Path
 import numpy as np
-from _common import fd, sha256, extract, find_layout, decode_check, make_parser, finish
+from _common import fd, sha256, extract, locate, decode_check, make_parser, finish
 
 LAYOUT = ['Images', 'train_test_files']
 
@@ -90,11 +90,7 @@ def main(argv=None):
     ap.add_argument('--expected', type=int, default=5500, help='number of images expected (5500 for the release)')
     a = ap.parse_args(argv)
     top = Path(a.root) if a.root else extract(a.zip, a.dest or Path(a.zip).with_suffix(''))
-    if not top.is_dir(): sys.exit(f"error: {top} is not a folder")
-    root = find_layout(top, LAYOUT)
-    if root is None:
-        sys.exit(f"error: no SCUT-FBP5500 release under {top}: expected a folder with {' and '.join(LAYOUT)} "
-                 f"(missing: {', '.join(m for m in LAYOUT if not (top/m).exists())} in {top})")
+    root = locate(top, LAYOUT, 'SCUT-FBP5500 release')
     print(f"SCUT-FBP5500 release at {root}")
     finish('SCUT-FBP5500', *check(root, a.expected, decode=not a.no_decode))
 
