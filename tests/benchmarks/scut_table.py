@@ -1,0 +1,116 @@
+"""The real SCUT-FBP5500 benchmarks of notebooks 06 and 07 and the README, on the 60/40 split, trained from scratch.
+
+--table models (default): Mamba-CNN variants A-D, torchvision's MobileNetV2 with the identical recipe, and MobileNetV2
+from the ImageNet file (BatchNorm frozen) as a reference row.
+--table losses: one small backbone (compact Mamba-CNN D) trained with MSE, L1 and fixed and dynamic versions of the
+three robust losses of 07_losses; every row selects its epoch on validation RMSE (--monitor val_RMSE).
+
+Every row is one `fbp_train` command (printed, so each can be rerun by hand); runs that already have a metrics.json are
+skipped, so the script can be stopped and restarted. The validation split is carved from the training split (10%,
+stratified by group, seeded); the test split is scored once, at the end of each run, by the model chosen on validation.
+
+    python tests/benchmarks/scut_table.py --root ../shared/data/SCUT-FBP5500                 # all rows, seeds 0 1 2
+    python tests/benchmarks/scut_table.py --root ... --rows D mobilenet_v2 --seeds 0        # a subset
+    python tests/benchmarks/scut_table.py --report                                          # table from finished runs
+    python tests/benchmarks/scut_table.py --table losses --seeds 0                          # the loss comparison
+
+The report (markdown table, mean and sample std over the finished seeds) is also written to OUT/summary.json.
+"""
+import argparse, json, shlex, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+
+ROWS = {   # row name -> the options that differ between rows (everything else is the shared recipe below)
+    'A': ['--model', 'mamba_cnn_A'],
+    'B': ['--model', 'mamba_cnn_B'],
+    'C': ['--model', 'mamba_cnn_C'],
+    'D': ['--model', 'mamba_cnn_D'],
+    'mobilenet_v2': ['--model', 'mobilenet_v2'],
+    'mobilenet_v2_imagenet': ['--model', 'mobilenet_v2', '--weights', '{weights}'],
+}
+LOSS_ROWS = {
+    'mse': ['--loss', 'mse'],
+    'l1': ['--loss', 'l1'],
+    'paramsmoothl1_0.5': ['--loss', 'paramsmoothl1', '--loss-param', '0.5'],
+    'huber_0.5': ['--loss', 'huber', '--loss-param', '0.5'],
+    'tukey_1.5': ['--loss', 'tukey', '--loss-param', '1.5'],
+    'dyn_paramsmoothl1': ['--loss', 'paramsmoothl1'],
+    'dyn_huber': ['--loss', 'huber'],
+    'dyn_tukey': ['--loss', 'tukey'],
+}
+LOSS_LABELS = {'mse': 'MSE', 'l1': 'L1', 'paramsmoothl1_0.5': 'ParamSmoothL1, a = 0.5 (fixed)', 'huber_0.5': 'Huber, b = 0.5 (fixed)',
+               'tukey_1.5': 'Tukey, c = 1.5 (fixed)', 'dyn_paramsmoothl1': 'Dynamic ParamSmoothL1, 0.7 -> 0.3',
+               'dyn_huber': 'Dynamic Huber, 0.7 -> 0.3', 'dyn_tukey': 'Dynamic Tukey, 2 -> 1'}
+LOSS_BACKBONE = ['--model', 'mamba_cnn_D', '--arch', 'compact', '--monitor', 'val_RMSE']
+LABELS = {'A': 'Mamba-CNN A (inverted residual + GAP)', 'B': 'Mamba-CNN B (+ pyramid)', 'C': 'Mamba-CNN C (+ gate)',
+          'D': 'Mamba-CNN D (full)', 'mobilenet_v2': 'MobileNetV2 (torchvision), from scratch',
+          'mobilenet_v2_imagenet': 'MobileNetV2, ImageNet init, BN frozen (reference)'}
+
+def recipe(a) -> list:
+    return ['--data', 'scut', '--root', a.root, '--protocol', '60-40', '--val-frac', '0.1', '--img-size', str(a.img_size),
+            '--epochs', str(a.epochs), '--batch-size', '32', '--lr', '1e-3', '--cache', 'memory', '--device', a.device]
+
+def rows_of(a) -> dict: return ROWS if a.table == 'models' else {k: LOSS_BACKBONE + v for k, v in LOSS_ROWS.items()}
+def labels_of(a) -> dict: return LABELS if a.table == 'models' else LOSS_LABELS
+
+def command(a, row:str, seed:int) -> list:
+    extra = [s.format(weights=a.weights) for s in rows_of(a)[row]]
+    return ['fbp_train'] + recipe(a) + extra + ['--seed', str(seed), '--out', str(Path(a.out)/row/f'seed{seed}'), '--no-progress']
+
+def run(a):
+    for seed in a.seeds:
+        for row in a.rows:
+            out = Path(a.out)/row/f'seed{seed}'
+            if (out/'metrics.json').is_file(): print(f'[skip] {row} seed {seed}: {out}/metrics.json exists', flush=True); continue
+            cmd = command(a, row, seed)
+            out.mkdir(parents=True, exist_ok=True)
+            print(f'[run ] {row} seed {seed}: {shlex.join(cmd)}', flush=True)
+            t0 = time.time()
+            with open(out/'log.txt', 'w') as log: rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+            last = (out/'log.txt').read_text().strip().splitlines()[-1:]
+            print(f'       rc={rc} {time.time() - t0:.0f}s {last[0] if last else ""}', flush=True)
+            if rc != 0: sys.exit(f'{row} seed {seed} failed: see {out}/log.txt')
+
+def report(a) -> dict:
+    rows = {}
+    for row in rows_of(a):
+        runs = sorted((Path(a.out)/row).glob('seed*/metrics.json'))
+        if not runs: continue
+        ms = [json.loads(p.read_text()) for p in runs]
+        vals = {k: np.array([m['test'][k] for m in ms]) for k in ('PC', 'MAE', 'RMSE')}
+        args = ms[0]['config']['args']
+        rows[row] = dict(label=labels_of(a)[row], seeds=[m['config']['args']['seed'] for m in ms], n_test=ms[0]['test']['n'],
+                         epochs=args['epochs'], img_size=args['img_size'],
+                         **{k: float(v.mean()) for k, v in vals.items()},
+                         **{f'{k}_std': float(v.std(ddof=1)) if len(v) > 1 else None for k, v in vals.items()},
+                         best_epoch=[m['best_val']['epoch'] for m in ms], fit_minutes=float(np.mean([m['fit_seconds'] for m in ms]) / 60),
+                         command=shlex.join(command(a, row, ms[0]['config']['args']['seed'])).replace(str(Path(a.out)), a.out))
+    fmt = lambda r, k: f"{r[k]:.3f}" + (f" ± {r[k + '_std']:.3f}" if r[k + '_std'] is not None else '')
+    print(f"| model | seeds | PC ↑ | MAE ↓ | RMSE ↓ | min/run |\n|---|---|---|---|---|---|")
+    for r in rows.values():
+        print(f"| {r['label']} | {len(r['seeds'])} | {fmt(r, 'PC')} | {fmt(r, 'MAE')} | {fmt(r, 'RMSE')} | {r['fit_minutes']:.0f} |")
+    print('\nreproduce one row (seed 0):')
+    for k, r in rows.items(): print(f'  {k}: {r["command"]}')
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out)/'summary.json').write_text(json.dumps(rows, indent=1))
+    return rows
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--root', default='../shared/data/SCUT-FBP5500', help='SCUT-FBP5500 release folder')
+    p.add_argument('--weights', default='../shared/weights/mobilenet_v2_imagenet.pth', help='ImageNet MobileNetV2 state dict')
+    p.add_argument('--table', choices=('models', 'losses'), default='models')
+    p.add_argument('--rows', nargs='+', help='a subset of the rows (default: all rows of the table)')
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    p.add_argument('--img-size', type=int, default=128)
+    p.add_argument('--epochs', type=int, default=10)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--out', help='runs folder (default: runs/scut128 or runs/scut128_losses)')
+    p.add_argument('--report', action='store_true', help='only print the table of finished runs')
+    a = p.parse_args()
+    a.out = a.out or ('runs/scut128' if a.table == 'models' else 'runs/scut128_losses')
+    a.rows = a.rows or list(rows_of(a))
+    bad = [r for r in a.rows if r not in rows_of(a)]
+    if bad: p.error(f"--rows: {bad} not in the {a.table} table ({', '.join(rows_of(a))})")
+    if not a.report: run(a)
+    report(a)
