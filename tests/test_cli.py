@@ -138,3 +138,19 @@ def test_train_cuda_request_without_gpu():
     if torch.cuda.is_available(): pytest.skip('this machine has a GPU')
     r = script('fbp_train', '--device', 'cuda')
     assert r.returncode == 2 and 'no usable CUDA GPU' in r.stderr, r.stderr
+
+SCUT = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'SCUT-FBP5500')
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SCUT, 'Images')), reason='real SCUT-FBP5500 not found at ../shared/data')
+def test_train_real_scut_one_epoch(tmp_path):
+    "The real pipeline end to end on all 5500 faces: one epoch of a tiny Mamba-CNN D with a dynamic Huber loss."
+    import csv, json
+    r = script('fbp_train', '--data', 'scut', '--root', SCUT, '--img-size', '32', '--width-mult', '0.25', '--epochs', '1',
+               '--loss', 'huber', '--device', 'cpu', '--no-progress', '--out', str(tmp_path), timeout=900)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / 'metrics.json').read_text())
+    assert (m['test']['n'], m['config']['loss']['monitor']) == (2200, 'val_RMSE')      # the official 40% test split
+    assert r.stdout.strip().splitlines()[-1] == f"PC={m['test']['PC']:.3f} MAE={m['test']['MAE']:.3f} RMSE={m['test']['RMSE']:.3f}"
+    with open(tmp_path / 'test_predictions.csv') as f: rows = list(csv.DictReader(f))
+    assert len(rows) == 2200 and len({row['name'] for row in rows}) == 2200
+    assert all(1 <= float(row['target']) <= 5 for row in rows)
