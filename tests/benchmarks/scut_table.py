@@ -28,6 +28,7 @@ ROWS = {   # row name -> the options that differ between rows (everything else i
     'mobilenet_v2': ['--model', 'mobilenet_v2'],
     'mobilenet_v2_imagenet': ['--model', 'mobilenet_v2', '--weights', '{weights}'],
 }
+LR = {'mobilenet_v2_imagenet': '1e-4'}   # fine-tuning ImageNet weights: the paper's lr (at 1e-3 the features collapse)
 LOSS_ROWS = {
     'mse': ['--loss', 'mse'],
     'l1': ['--loss', 'l1'],
@@ -44,18 +45,19 @@ LOSS_LABELS = {'mse': 'MSE', 'l1': 'L1', 'paramsmoothl1_0.5': 'ParamSmoothL1, a 
 LOSS_BACKBONE = ['--model', 'mamba_cnn_D', '--arch', 'compact', '--monitor', 'val_RMSE']
 LABELS = {'A': 'Mamba-CNN A (inverted residual + GAP)', 'B': 'Mamba-CNN B (+ pyramid)', 'C': 'Mamba-CNN C (+ gate)',
           'D': 'Mamba-CNN D (full)', 'mobilenet_v2': 'MobileNetV2 (torchvision), from scratch',
-          'mobilenet_v2_imagenet': 'MobileNetV2, ImageNet init, BN frozen (reference)'}
+          'mobilenet_v2_imagenet': 'MobileNetV2, ImageNet init, BN frozen, lr 1e-4 (reference)'}
 
-def recipe(a) -> list:
+def recipe(a, row:str) -> list:
+    lr = LR.get(row, '1e-3') if a.table == 'models' else '1e-3'
     return ['--data', 'scut', '--root', a.root, '--protocol', '60-40', '--val-frac', '0.1', '--img-size', str(a.img_size),
-            '--epochs', str(a.epochs), '--batch-size', '32', '--lr', '1e-3', '--cache', 'memory', '--device', a.device]
+            '--epochs', str(a.epochs), '--batch-size', '32', '--lr', lr, '--cache', 'memory', '--device', a.device]
 
 def rows_of(a) -> dict: return ROWS if a.table == 'models' else {k: LOSS_BACKBONE + v for k, v in LOSS_ROWS.items()}
 def labels_of(a) -> dict: return LABELS if a.table == 'models' else LOSS_LABELS
 
 def command(a, row:str, seed:int) -> list:
     extra = [s.format(weights=a.weights) for s in rows_of(a)[row]]
-    return ['fbp_train'] + recipe(a) + extra + ['--seed', str(seed), '--out', str(Path(a.out)/row/f'seed{seed}'), '--no-progress']
+    return ['fbp_train'] + recipe(a, row) + extra + ['--seed', str(seed), '--out', str(Path(a.out)/row/f'seed{seed}'), '--no-progress']
 
 def run(a):
     for seed in a.seeds:
