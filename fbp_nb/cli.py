@@ -18,7 +18,7 @@ from .models.mamba_cnn import MambaCNN, mobilenet_v2_regressor, is_bn_frozen
 from .synth import SynthFaces
 from .data import (SCUTFBP5500, MEBeauty, KDEFPT, IMAGENET_MEAN, IMAGENET_STD, beauty_transforms, load_image,
                          align_photo, rescale_scores)
-from .metrics import regression_metrics, group_metrics, fit_minmax
+from .metrics import regression_metrics, group_metrics
 from .losses import make_loss, describe_loss, LOSS_NAMES, LAWS
 
 # %% auto #0
@@ -333,14 +333,14 @@ def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     args = {k: getattr(a, k) for k in _RUN_KEYS + ('epochs',)}
     config = dict(model=model_config(a.model, model, a.width_mult, stages), img_size=a.img_size, data=a.data,
                   norm=dict(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)), scale=list(splits['train'].scale), args=args)
-    lo, hi = fit_minmax(splits['train'].scores)             # the Learner scales targets with the same training min/max
-    loss_fn, loss_cbs, monitor = train_loss(a, scale=hi - lo if a.loss_units == 'score' else 1.0)
+    scaler = TargetScaler.fit(splits['train'])                # training min/max: the Learner's target scaling and the loss units
+    loss_fn, loss_cbs, monitor = train_loss(a, scale=scaler.hi - scaler.lo if a.loss_units == 'score' else 1.0)
     config['loss'] = dict(name=a.loss, param=a.loss_param, law=a.loss_law, units=a.loss_units, label=describe_loss(a.loss, _param(a), a.loss_law),
                           monitor=monitor)
     cbs = [HistoryCallback(out/'history'), ConfigCheckpoint(out/'last.pt', config)] + loss_cbs + ([EpochPrinter()] if a.no_progress else [])
     learn = Learner(model, splits['train'], splits['val'], loss_fn=loss_fn, lr=a.lr, batch_size=a.batch_size, device=device, seed=a.seed,
-                    num_workers=a.workers, progress=not a.no_progress, callbacks=cbs, monitor=monitor)
-    config['target_range'] = [learn.target_scaler.lo, learn.target_scaler.hi]
+                    num_workers=a.workers, progress=not a.no_progress, callbacks=cbs, monitor=monitor, target_scaler=scaler)
+    config['target_range'] = [scaler.lo, scaler.hi]
     t0 = time.time()
     learn.fit(a.epochs, resume=a.resume)
     return _finish(learn, splits['test'], out, config, time.time() - t0)

@@ -363,13 +363,6 @@ def _finished(label:str, out:Path, a, given:set) -> bool:
                              f"delete that folder or choose another out_dir")
     return True
 
-def _mpl_backend(restore=None):
-    "The current matplotlib backend (None without matplotlib); with `restore`, switch back to it if it changed."
-    try: import matplotlib
-    except ImportError: return None
-    if restore is not None and matplotlib.get_backend() != restore: matplotlib.use(restore)
-    return matplotlib.get_backend()
-
 def _train_run(label:str, argv:list, out, log=print) -> str:
     "Train one fbp_train run into `out` (output to out/fbp_train.log): skip a finished run, resume an interrupted one."
     from fbp_nb.cli import train_main
@@ -380,11 +373,9 @@ def _train_run(label:str, argv:list, out, log=print) -> str:
         log(f"{label}: finished before ({out/'metrics.json'}), skipped"); return 'skipped'
     resume = ['--resume', str(out/'last.pt')] if (out/'last.pt').is_file() else []
     out.mkdir(parents=True, exist_ok=True)
-    t0, backend = time.time(), _mpl_backend()
-    try:
-        with open(out/'fbp_train.log', 'a') as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-            rc = train_main(argv + resume)
-    finally: _mpl_backend(backend)              # fbp_train switches matplotlib to Agg: give a notebook its plots back
+    t0 = time.time()
+    with open(out/'fbp_train.log', 'a') as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        rc = train_main(argv + resume)
     if rc != 0:
         tail = ' | '.join((out/'fbp_train.log').read_text().strip().splitlines()[-2:])
         raise RuntimeError(f"{label}: fbp_train exited with code {rc}: {tail} (log: {out/'fbp_train.log'})")
