@@ -20,12 +20,13 @@ from .data import (SCUTFBP5500, MEBeauty, KDEFPT, IMAGENET_MEAN, IMAGENET_STD, b
                          align_photo, rescale_scores)
 from .metrics import regression_metrics, group_metrics
 from .losses import make_loss, describe_loss, LOSS_NAMES, LAWS
+from .models import create_model
 
 # %% auto #0
-__all__ = ['MODELS', 'DATASETS', 'COMPACT_STAGES', 'info', 'demo', 'main', 'build_model', 'model_config', 'ImageSplit',
-           'FoldView', 'eval_transform', 'load_splits', 'ConfigCheckpoint', 'save_model', 'read_run', 'score_split',
-           'metrics_line', 'EpochPrinter', 'train', 'train_loss', 'train_main', 'scorer', 'evaluate', 'eval_main',
-           'predict_photos', 'predict_main']
+__all__ = ['MODELS', 'DATASETS', 'COMPACT_STAGES', 'info', 'demo', 'main', 'build_model', 'model_config', 'param_groups',
+           'ImageSplit', 'FoldView', 'eval_transform', 'load_splits', 'ConfigCheckpoint', 'save_model', 'read_run',
+           'score_split', 'metrics_line', 'EpochPrinter', 'train', 'train_loss', 'train_main', 'scorer', 'evaluate',
+           'eval_main', 'predict_photos', 'predict_main']
 
 # %% ../nbs/90_cli.ipynb #f32fa4c8
 def info() -> dict:
@@ -97,6 +98,7 @@ def build_model(name:str, # one of `MODELS`
                 weights=None, # path of a state dict to start from (mobilenet_v2: an ImageNet file freezes BatchNorm)
                 bn_frozen:bool|None=None, # mobilenet_v2 only: keep BatchNorm in eval mode (None: when `weights` is given)
                 stages=None, # Mamba-CNN only: (t, c, n, s) rows; None: MobileNetV2's (the paper's network)
+                **kwargs, # Mamba-CNN only: more `MambaCNN` arguments (e.g. stem='paper')
                ) -> nn.Module:
     "A regressor by name: Mamba-CNN variant A-D, the MobileNetV2 baseline, or a Dynamic ER-CNN backbone (`fbp_nb.ensemble`)."
     if name not in MODELS: raise ValueError(f"--model: {name!r} is not one of {', '.join(MODELS)}")
@@ -106,12 +108,21 @@ def build_model(name:str, # one of `MODELS`
         from fbp_nb import ensemble   # Dynamic ER-CNN's torchvision backbones (imported here: ensemble uses this module)
         return {'resnext50': ensemble.resnext50_regressor, 'inception_v3': ensemble.inception_v3_regressor,
                 'two_branch_increx': ensemble.TwoBranchIncRex}[name](weights=weights)
-    return MambaCNN(name[-1], width_mult=width_mult, weights=weights, **({} if stages is None else dict(stages=stages)))
+    return create_model(name, pretrained=weights, width_mult=width_mult, **({} if stages is None else dict(stages=stages)), **kwargs)
 
 def model_config(name:str, model:nn.Module, width_mult:float, stages=None) -> dict:
     "The `build_model` arguments that rebuild `model` (without its weights file)."
+    if getattr(model, 'model_config', None) and name.startswith('mamba_cnn'): return dict(name=name, kwargs=model.model_config['kwargs'])
     return dict(name=name, width_mult=width_mult, bn_frozen=is_bn_frozen(model) if name == 'mobilenet_v2' else None,
                 stages=None if stages is None or name == 'mobilenet_v2' else [list(r) for r in stages])
+
+def param_groups(model:nn.Module, lr:float, fresh_lr_mult:float=1.0):
+    "AdamW groups: tensors loaded from a weights file (`model.pretrained_keys`) at `lr`, fresh ones at `lr * fresh_lr_mult`; None: one group."
+    keys = getattr(model, 'pretrained_keys', None) or set()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    pre, fresh = [p for n, p in named if n in keys], [p for n, p in named if n not in keys]
+    if fresh_lr_mult == 1.0 or not pre or not fresh: return None
+    return [dict(params=pre, lr=lr), dict(params=fresh, lr=lr * fresh_lr_mult)]
 
 # %% ../nbs/90_cli.ipynb #983be612
 class ImageSplit(torch.utils.data.Dataset):
@@ -232,8 +243,8 @@ def _print_metrics(split:str, m:dict, table):
 
 # %% ../nbs/90_cli.ipynb #4c3c94e8
 _RUN_KEYS = ('data', 'root', 'protocol', 'val_frac', 'model', 'arch', 'augment', 'img_size', 'width_mult', 'batch_size',
-             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor')
-_RUN_DEFAULTS = dict(loss='mse', loss_param=None, loss_law='parabolic', loss_units='score', monitor='auto')   # for runs saved before these options   # fixed for a run: taken from the checkpoint on --resume
+             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult')
+_RUN_DEFAULTS = dict(loss='mse', loss_param=None, loss_law='parabolic', loss_units='score', monitor='auto', stem='auto', fresh_lr_mult=1.0)   # for runs saved before these options   # fixed for a run: taken from the checkpoint on --resume
 
 def _pos_int(s):
     v = int(s)
@@ -268,6 +279,10 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="Mamba-CNN stages: full (MobileNetV2's, stride 32, the paper's) or compact (7 blocks, stride 16); auto: compact on synth, full on real data")
     p.add_argument('--augment', choices=('auto', 'on', 'off'), default='auto',
                    help="train-time augmentation (crop, flip, jitter, rotation); auto: off on synth (centred faces, position matters), on for real data")
+    p.add_argument('--stem', choices=('auto', 'paper', 'mbv2'), default='auto',
+                   help="Mamba-CNN stem: paper (7x7 conv + max-pool) or mbv2 (MobileNetV2's 3x3 conv); auto: mbv2 with an ImageNet MobileNetV2 --weights file, else paper")
+    p.add_argument('--fresh-lr-mult', type=_pos_float, default=1.0,
+                   help='with --weights: learning rate of the tensors not in the file (head, pyramid, gates) = --lr times this (default: 1)')
     p.add_argument('--width-mult', type=_pos_float, default=1.0, help='channel multiplier (default: 1.0)')
     p.add_argument('--img-size', type=int, default=64, help='network input side in pixels, >= 32 (default: 64)')
     p.add_argument('--epochs', type=_pos_int, default=8, help='epochs (total, also with --resume; default: 8)')
@@ -329,7 +344,8 @@ def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     splits = load_splits(a.data, a.root, a.img_size, a.protocol, a.val_frac, a.seed, (a.n_train, a.n_val, a.n_test),
                          None if a.cache == 'none' else a.cache, augment=a.augment == 'on')
     stages = COMPACT_STAGES if a.arch == 'compact' else None
-    model = build_model(a.model, a.width_mult, a.weights, stages=stages)
+    if a.stem != 'auto' and not a.model.startswith('mamba_cnn'): raise ValueError(f"--stem applies to Mamba-CNN, not {a.model}")
+    model = build_model(a.model, a.width_mult, a.weights, stages=stages, **({} if a.stem == 'auto' else dict(stem=a.stem)))
     args = {k: getattr(a, k) for k in _RUN_KEYS + ('epochs',)}
     config = dict(model=model_config(a.model, model, a.width_mult, stages), img_size=a.img_size, data=a.data,
                   norm=dict(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)), scale=list(splits['train'].scale), args=args)
@@ -339,7 +355,8 @@ def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
                           monitor=monitor)
     cbs = [HistoryCallback(out/'history'), ConfigCheckpoint(out/'last.pt', config)] + loss_cbs + ([EpochPrinter()] if a.no_progress else [])
     learn = Learner(model, splits['train'], splits['val'], loss_fn=loss_fn, lr=a.lr, batch_size=a.batch_size, device=device, seed=a.seed,
-                    num_workers=a.workers, progress=not a.no_progress, callbacks=cbs, monitor=monitor, target_scaler=scaler)
+                    num_workers=a.workers, progress=not a.no_progress, callbacks=cbs, monitor=monitor, target_scaler=scaler,
+                    param_groups=param_groups(model, a.lr, a.fresh_lr_mult))
     config['target_range'] = [scaler.lo, scaler.hi]
     t0 = time.time()
     learn.fit(a.epochs, resume=a.resume)
@@ -403,7 +420,7 @@ def scorer(ckpt, ds=None, device='auto', batch_size:int=32, workers:int=0, model
         raise ValueError(f"{ckpt}: checkpoint of {cfg['model']['name']}, not --model {model}")
     if not ck.get('target_scaler'): raise ValueError(f"{ckpt}: no target range stored (not a regression checkpoint)")
     dev = resolve_device(device)
-    net = build_model(**cfg['model'])
+    net = create_model(cfg['model']['name'], **cfg['model']['kwargs']) if 'kwargs' in cfg['model'] else build_model(**cfg['model'])
     if ds is None: ds = _Photos([torch.zeros(3, cfg['img_size'], cfg['img_size'])])
     learn = Learner(net, ds, ds, batch_size=batch_size, device=dev, seed=None, num_workers=workers, progress=False,
                     early_stop=None, lr_patience=None, target_scaler=TargetScaler(**ck['target_scaler']))

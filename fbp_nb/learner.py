@@ -15,8 +15,8 @@ from .metrics import fit_minmax, normalize, denormalize, regression_metrics
 
 # %% auto #0
 __all__ = ['EVENTS', 'resolve_device', 'seed_everything', 'seed_worker', 'dataset_targets', 'TargetScaler', 'Callback',
-           'CancelFitException', 'Learner', 'EarlyStopping', 'ParamScheduler', 'ProgressCallback', 'HistoryCallback',
-           'CheckpointCallback', 'plot_history']
+           'CancelFitException', 'Learner', 'EarlyStopping', 'ParamScheduler', 'CosineLR', 'ProgressCallback',
+           'HistoryCallback', 'CheckpointCallback', 'plot_history']
 
 # %% ../nbs/05_learner.ipynb #ea024965
 def _mps_ok() -> bool: return getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
@@ -131,6 +131,7 @@ class Learner:
                  loss_fn=None, # `loss_fn(pred, y) -> scalar`; default `nn.MSELoss()` (on scaled targets)
                  metrics_fn=regression_metrics, # `metrics_fn(y_true, y_pred) -> dict` on the original scale; None: loss only
                  lr:float=1e-4, wd:float=1e-5, # AdamW learning rate and weight decay
+                 param_groups:list|None=None, # AdamW parameter groups ([{'params': [...], 'lr': ...}, ...]); None: one group of all trainable parameters
                  batch_size:int=32,
                  clip_grad:float|None=1.0, # max gradient norm; None: no clipping
                  lr_factor:float=0.5, lr_patience:int|None=10, # ReduceLROnPlateau on `monitor`; lr_patience=None: off
@@ -166,7 +167,7 @@ class Learner:
         self.target_scaler = target_scaler
         if not isinstance(monitor, str) or not monitor.startswith('val_'): raise ValueError(f"monitor must name a logged validation value such as 'val_loss' or 'val_RMSE', got {monitor!r}")
         self.monitor = monitor
-        self._setup_model(model, lr, wd, lr_factor, lr_patience, ddp)   # device, DDP, AdamW, plateau scheduler, AMP scaler
+        self._setup_model(model, lr, wd, lr_factor, lr_patience, ddp, param_groups)   # device, DDP, AdamW, plateau scheduler, AMP scaler
         self.train_dl, self.val_dl = self._loader(train_ds, train=True), self._loader(val_ds)
         self._setup_callbacks(callbacks, early_stop, progress)   # + EarlyStopping, ProgressCallback; sorted by `order`
         self.history, self.epoch, self.n_epochs, self.stop = [], 0, 0, False
@@ -179,14 +180,15 @@ class Learner:
 
 # %% ../nbs/05_learner.ipynb #8b19f5dc
 @patch
-def _setup_model(self:Learner, model:nn.Module, lr:float, wd:float, lr_factor:float, lr_patience:int|None, ddp):
+def _setup_model(self:Learner, model:nn.Module, lr:float, wd:float, lr_factor:float, lr_patience:int|None, ddp, param_groups=None):
     "Model on the device, DDP wrapper under `torchrun`, AdamW, ReduceLROnPlateau and the AMP grad scaler."
     cuda = self.device.type == 'cuda'
     self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last else model.to(self.device)
     self.dist = ddp is not False and torch.distributed.is_available() and torch.distributed.is_initialized()
     self.rank = torch.distributed.get_rank() if self.dist else 0
     if self.dist: self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index or 0] if cuda else None)
-    self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=lr, weight_decay=wd)
+    groups = param_groups if param_groups is not None else [p for p in self.model.parameters() if p.requires_grad]
+    self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
     self.sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, mode='min', factor=lr_factor, patience=lr_patience)
                   if lr_patience is not None else None)
     self.grad_scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
@@ -501,6 +503,25 @@ class ParamScheduler(Callback):
             v = f(self.learn.epoch, self.learn.n_epochs)
             _set(*_resolve(self.learn, k), v)
             self.learn.log[k] = v
+
+# %% ../nbs/05_learner.ipynb #62847749
+class CosineLR(Callback):
+    "Per batch: lr of each parameter group = its initial lr * warm-up ramp * (1 + cos(pi * t)) / 2, t = progress through `fit`."
+    order = -10
+    def __init__(self, warmup:float=0.): # fraction of all batches with a linear warm-up from 0
+        if not 0 <= warmup < 1: raise ValueError(f"CosineLR: warmup must be in [0, 1), got {warmup!r}")
+        self.warmup = warmup
+    def factor(self, step:int, total:int) -> float:
+        "The multiplier of the initial lr at batch `step` of `total`."
+        w = self.warmup * total
+        if step < w: return (step + 1) / (w + 1)
+        t = (step - w) / max(1., total - w)
+        return 0.5 * (1 + math.cos(math.pi * min(1., t)))
+    def before_batch(self):
+        l = self.learn
+        total, step = l.n_epochs * len(l.train_dl), l.epoch * len(l.train_dl) + l.iter
+        f = self.factor(step, total)
+        for g in l.opt.param_groups: g['lr'] = g.setdefault('initial_lr', g['lr']) * f
 
 # %% ../nbs/05_learner.ipynb #186de328
 class ProgressCallback(Callback):

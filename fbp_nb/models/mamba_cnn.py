@@ -11,11 +11,14 @@ from torch import nn
 import torch.nn.functional as F
 import numpy as np
 from ..learner import resolve_device
+from . import register_model
 
 # %% auto #0
-__all__ = ['MBV2_STAGES', 'VARIANTS', 'ConvBNAct', 'InvertedResidual', 'MambaBlock', 'PyramidPool', 'MambaCNN', 'count_params',
-           'count_flops', 'complexity_table', 'read_state_dict', 'check_state_dict', 'load_weights', 'freeze_bn',
-           'unfreeze_bn', 'is_bn_frozen', 'mobilenet_v2_regressor', 'train_throughput', 'plot_pred_vs_true']
+__all__ = ['GATES', 'MBV2_STAGES', 'TV_MBV2_STAGES', 'COMPACT_STAGES', 'VARIANTS', 'STEMS', 'IMAGENET_TRUNK', 'ConvBNAct',
+           'InvertedResidual', 'OpenGate', 'MambaBlock', 'PyramidPool', 'MambaCNN', 'count_params', 'count_flops',
+           'complexity_table', 'read_state_dict', 'check_state_dict', 'load_weights', 'freeze_bn', 'unfreeze_bn',
+           'is_bn_frozen', 'mobilenet_v2_regressor', 'is_mobilenet_v2_state_dict', 'mobilenet_v2_key_map',
+           'load_mobilenet_v2_trunk', 'train_throughput', 'plot_pred_vs_true']
 
 # %% ../../nbs/06_mamba_cnn.ipynb #2ac338b0
 _ACTS = dict(relu6=nn.ReLU6, silu=nn.SiLU, relu=nn.ReLU)
@@ -61,18 +64,34 @@ class InvertedResidual(nn.Module):
     def extra_repr(self): return f"ci={self.ci}, co={self.co}, stride={self.stride}, hidden={self.hidden}, residual={self.use_res}"
 
 # %% ../../nbs/06_mamba_cnn.ipynb #d4bb836b
+GATES = ('sigmoid', 'open')
+
+class OpenGate(nn.Module):
+    "2 * sigmoid(z): exactly 1 at z = 0, in (0, 2); with a zero-initialised conv the gate starts fully open."
+    def forward(self, z:torch.Tensor) -> torch.Tensor: return 2 * torch.sigmoid(z)
+
 class MambaBlock(InvertedResidual):
-    "Mamba-CNN block: 1x1 expand -> 3x3 depthwise -> * sigmoid(3x3 depthwise gate of it) -> 1x1 project, + input when shapes match."
+    "Mamba-CNN block: 1x1 expand -> 3x3 depthwise -> * gate(3x3 depthwise conv of it) -> 1x1 project, + input when shapes match."
     def __init__(self, ci:int, co:int, # input, output channels
                  stride:int=1, # 1, or 2 to halve h and w
                  expand:float=6, # hidden channels = round(ci * expand)
-                 act:str='relu6'):
+                 act:str='relu6',
+                 gate:str='sigmoid'): # 'sigmoid': the paper's sigmoid(conv(d)); 'open': 2*sigmoid(conv(d)), conv zero-initialised (gate == 1)
         super().__init__(ci, co, stride, expand, act)
-        h = self.hidden
-        self.gate = nn.Sequential(nn.Conv2d(h, h, 3, 1, 1, groups=h, bias=True), nn.Sigmoid())   # (b, hid, h', w') in (0, 1)
+        if gate not in GATES: raise ValueError(f"MambaBlock: gate must be one of {GATES}, got {gate!r}")
+        h, self.gate_kind = self.hidden, gate
+        self.gate = nn.Sequential(nn.Conv2d(h, h, 3, 1, 1, groups=h, bias=True),
+                                  nn.Sigmoid() if gate == 'sigmoid' else OpenGate())   # (b, hid, h', w') in (0, 1) or (0, 2)
+        if gate == 'open': self.open_gate()
+
+    def open_gate(self):
+        "Zero the gate convolution: an 'open' gate is then exactly 1 everywhere and the block is its inverted residual."
+        if self.gate_kind != 'open': raise ValueError("open_gate: only an 'open' gate is exactly 1 at zero weights (sigmoid(0) = 0.5)")
+        with torch.no_grad(): self.gate[0].weight.zero_(); self.gate[0].bias.zero_()
 
     def mix(self, d:torch.Tensor) -> torch.Tensor: # (b, hid, h', w')
         return d * self.gate(d)                    # input-dependent, per position and channel
+
 
 # %% ../../nbs/06_mamba_cnn.ipynb #98dcbae1
 class PyramidPool(nn.Module):
@@ -96,7 +115,10 @@ class PyramidPool(nn.Module):
 
 # %% ../../nbs/06_mamba_cnn.ipynb #bd748130
 MBV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+TV_MBV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # torchvision's
+COMPACT_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1))   # 7 blocks, stride 16: a 4x4 map at 64 px
 VARIANTS = dict(A=(False, False), B=(False, True), C=(True, False), D=(True, True))   # variant -> (gate, pyramid)
+STEMS = ('paper', 'mbv2')
 
 def _make_divisible(v:float, divisor:int=8) -> int:
     "torchvision's channel rounding: nearest multiple of `divisor`, never more than 10% below `v`."
@@ -104,7 +126,7 @@ def _make_divisible(v:float, divisor:int=8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 class MambaCNN(nn.Module):
-    "Mamba-CNN beauty regressor: 7x7 s2 stem + max-pool, inverted-residual/Mamba blocks, GAP or pyramid pooling, FC head, sigmoid."
+    "Mamba-CNN beauty regressor: stem, inverted-residual/Mamba blocks, GAP or pyramid pooling, FC head, sigmoid."
     def __init__(self, variant:str='D', # 'A' baseline + GAP, 'B' + pyramid, 'C' + gate (MambaBlocks), 'D' both
                  width_mult:float=1.0, # multiplies every channel count
                  depth:float|tuple=1.0, # multiplies blocks per stage (ceil, >= 1), or a tuple of block counts per stage
@@ -112,15 +134,22 @@ class MambaCNN(nn.Module):
                  pyramid:tuple=(1, 2, 4), # pooling grid sizes for variants B and D (A and C use (1,) = GAP)
                  out:str|None='sigmoid', # 'sigmoid' (targets scaled to [0, 1]) or None/'linear'
                  hidden:int|None=256, # width of the hidden FC layer; None: one Linear
-                 stages:tuple=MBV2_STAGES, # (expand t, channels c, blocks n, first stride s) per stage
+                 stages:tuple|None=None, # (expand t, channels c, blocks n, first stride s) per stage; None: MobileNetV2's for the stem
+                 stem:str='paper', # 'paper': 7x7 s2 conv + 3x3 s2 max-pool; 'mbv2': MobileNetV2's 3x3 s2 conv (its stage 2 then strides)
+                 gate:str='sigmoid', # MambaBlock gate (C, D): 'sigmoid' (paper) or 'open' (exactly 1 at init, for pretrained trunks)
+                 last_channel:int|None=None, # a final 1x1 conv to this many channels (MobileNetV2's 1280); None: none (paper)
                  stem_channels:int=32, act:str='relu6', in_chans:int=3,
-                 weights=None): # path to a state dict (or a `Learner.save` file) to load
+                 weights=None, # path to a state dict of this model, or an ImageNet MobileNetV2 state dict (loads the trunk)
+                 bn_frozen:bool|None=None): # keep BatchNorm in eval mode (`freeze_bn`); None: when an ImageNet file is loaded
         super().__init__()
         v = variant.upper() if isinstance(variant, str) else variant
         if v not in VARIANTS: raise ValueError(f"MambaCNN: variant must be one of {list(VARIANTS)}, got {variant!r}")
         if out not in ('sigmoid', 'linear', None): raise ValueError(f"MambaCNN: out must be 'sigmoid', 'linear' or None, got {out!r}")
         if not width_mult > 0: raise ValueError(f"MambaCNN: width_mult must be > 0, got {width_mult!r}")
         if not 0 <= dropout < 1: raise ValueError(f"MambaCNN: dropout must be in [0, 1), got {dropout!r}")
+        if stem not in STEMS: raise ValueError(f"MambaCNN: stem must be one of {STEMS}, got {stem!r}")
+        if gate not in GATES: raise ValueError(f"MambaCNN: gate must be one of {GATES}, got {gate!r}")
+        if stages is None: stages = TV_MBV2_STAGES if stem == 'mbv2' else MBV2_STAGES
         stages = tuple(tuple(s) for s in stages)
         if not stages or any(len(s) != 4 or s[3] not in (1, 2) or s[2] < 1 for s in stages):
             raise ValueError(f"MambaCNN: stages must be (t, c, n, s) rows with n >= 1 and s in (1, 2), got {stages!r}")
@@ -131,14 +160,21 @@ class MambaCNN(nn.Module):
         elif depth > 0: counts = [max(1, math.ceil(n * depth)) for _, _, n, _ in stages]
         else: raise ValueError(f"MambaCNN: depth must be > 0 or a tuple of block counts, got {depth!r}")
         self.variant, (self.gated, use_pyr) = v, VARIANTS[v]
-        self.in_chans = in_chans
+        self.in_chans, self.stem_kind = in_chans, stem
         ci = _make_divisible(stem_channels * width_mult)
-        self.stem = nn.Sequential(ConvBNAct(in_chans, ci, 7, 2, act=act), nn.MaxPool2d(3, 2, 1))   # (b, ci, h/4, w/4)
-        Block, blocks = (MambaBlock if self.gated else InvertedResidual), []
+        self.stem = (nn.Sequential(ConvBNAct(in_chans, ci, 7, 2, act=act), nn.MaxPool2d(3, 2, 1)) if stem == 'paper'   # (b, ci, h/4, w/4)
+                     else nn.Sequential(ConvBNAct(in_chans, ci, 3, 2, act=act)))                                       # (b, ci, h/2, w/2)
+        blocks = []
         for (t, c, _, s), n in zip(stages, counts):
             co = _make_divisible(c * width_mult)
-            for i in range(n): blocks.append(Block(ci, co, s if i == 0 else 1, t, act)); ci = co
+            for i in range(n):
+                blocks.append(MambaBlock(ci, co, s if i == 0 else 1, t, act, gate) if self.gated else InvertedResidual(ci, co, s if i == 0 else 1, t, act))
+                ci = co
         self.blocks = nn.Sequential(*blocks)                      # (b, C, h/32, w/32) with the default stages
+        if last_channel:
+            ci_last = _make_divisible(last_channel * max(1.0, width_mult))   # torchvision's rule
+            self.last_conv = ConvBNAct(ci, ci_last, 1, act=act); ci = ci_last
+        else: self.last_conv = nn.Identity()
         self.num_features = ci
         self.pool = PyramidPool(pyramid if use_pyr else (1,))     # (b, C * factor)
         nf = ci * self.pool.factor
@@ -146,16 +182,29 @@ class MambaCNN(nn.Module):
                      if hidden else nn.Sequential(nn.Dropout(dropout), nn.Linear(nf, 1)))
         self.out = nn.Sigmoid() if out == 'sigmoid' else nn.Identity()
         self._init()
-        if weights is not None: load_weights(self, _weights_path(weights, 'MambaCNN'))
+        self.pretrained_keys, imagenet = set(), False   # names of the tensors that came from `weights`
+        if weights is not None:
+            path = _weights_path(weights, 'MambaCNN')
+            sd = read_state_dict(path)
+            if is_mobilenet_v2_state_dict(sd): self.pretrained_keys, imagenet = set(load_mobilenet_v2_trunk(self, sd, str(path))), True
+            else: check_state_dict(self, sd, str(path)); self.load_state_dict(sd); self.pretrained_keys = set(sd)
+        frozen = bool(bn_frozen or (bn_frozen is None and imagenet))
+        if frozen: freeze_bn(self)
+        self.init_kwargs = dict(width_mult=width_mult, depth=list(depth) if isinstance(depth, (tuple, list)) else depth, dropout=dropout,
+                                pyramid=list(pyramid) if isinstance(pyramid, (tuple, list)) else pyramid, out=out, hidden=hidden,
+                                stages=[list(s) for s in stages], stem=stem, gate=gate, last_channel=last_channel,
+                                stem_channels=stem_channels, act=act, in_chans=in_chans, bn_frozen=frozen)   # rebuilds this network
 
     def _init(self):
-        "torchvision's MobileNetV2 initialisation."
+        "torchvision's MobileNetV2 initialisation; 'open' gates start at exactly 1."
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out')
                 if m.bias is not None: nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear): nn.init.normal_(m.weight, 0, 0.01); nn.init.zeros_(m.bias)
+        for b in self.blocks:
+            if getattr(b, 'gate_kind', None) == 'open': b.open_gate()
 
     def _check(self, x):
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
@@ -167,14 +216,15 @@ class MambaCNN(nn.Module):
     def forward_features(self, x:torch.Tensor, # (b, 3, h, w)
                         ) -> torch.Tensor:     # (b, C, ~h/32, ~w/32)
         self._check(x)
-        return self.blocks(self.stem(x))
+        return self.last_conv(self.blocks(self.stem(x)))
 
     def forward(self, x:torch.Tensor, # (b, 3, h, w), h, w >= 32, ImageNet-normalised
                ) -> torch.Tensor:     # (b, 1), in (0, 1) with out='sigmoid'
         f = self.forward_features(x)           # (b, C, h', w')
         return self.out(self.head(self.pool(f)))   # (b, C*factor) -> (b, 1)
 
-    def extra_repr(self): return f"variant={self.variant!r}"
+    def extra_repr(self): return f"variant={self.variant!r}, stem={self.stem_kind!r}"
+
 
 # %% ../../nbs/06_mamba_cnn.ipynb #36738213
 def count_params(model:nn.Module, trainable_only:bool=False) -> int:
@@ -315,7 +365,70 @@ def mobilenet_v2_regressor(weights=None, # None (random init) or the path to a M
         check_state_dict(m, sd, str(path))
         m.load_state_dict(sd)
         if w is None or w.shape[0] != 1: set_head()             # an ImageNet file: keep the backbone, new head
+        m.pretrained_keys = {k for k in sd if k in m.state_dict() and sd[k].shape == m.state_dict()[k].shape}
     if bn_frozen or (bn_frozen is None and weights is not None): freeze_bn(m)
+    return m
+
+# %% ../../nbs/06_mamba_cnn.ipynb #ea2c97db
+def is_mobilenet_v2_state_dict(sd:dict) -> bool:
+    "True for a torchvision MobileNetV2 state dict (classifier or regressor): keys `features.0.0.weight` ... `features.18.*`."
+    return 'features.0.0.weight' in sd and 'features.18.0.weight' in sd
+
+def mobilenet_v2_key_map(model:MambaCNN) -> dict:
+    "{MambaCNN key: torchvision MobileNetV2 key} for every trunk tensor: stem, the 17 blocks and the final 1x1 conv."
+    sd, out = model.state_dict(), {}
+    def add(ours:str, theirs:str):
+        for k in sd:
+            if k.startswith(ours + '.'): out[k] = theirs + k[len(ours):]
+    if model.stem_kind == 'mbv2': add('stem.0', 'features.0')   # the paper's 7x7 stem has no pretrained counterpart
+    for j, b in enumerate(model.blocks):
+        i = j + 1                                                  # features.1 .. features.17
+        names = ([f'blocks.{j}.expand'] if isinstance(b.expand, ConvBNAct) else []) + [f'blocks.{j}.dw', f'blocks.{j}.project.0', f'blocks.{j}.project.1']
+        for n, ours in enumerate(names): add(ours, f'features.{i}.conv.{n}')
+    if isinstance(model.last_conv, ConvBNAct): add('last_conv', f'features.{len(model.blocks) + 1}')
+    return out
+
+def load_mobilenet_v2_trunk(model:MambaCNN, sd, # a MobileNetV2 state dict, or the path of one
+                            source:str='state dict') -> list:
+    "Copy an ImageNet MobileNetV2 state dict into `model`'s trunk, tensor by tensor; returns the MambaCNN keys loaded."
+    if not isinstance(sd, dict): source, sd = str(sd), read_state_dict(sd)
+    if not is_mobilenet_v2_state_dict(sd): raise ValueError(f"{source}: not a torchvision MobileNetV2 state dict (no features.0 ... features.18)")
+    kmap, own = mobilenet_v2_key_map(model), model.state_dict()
+    if len(model.blocks) != 17: raise ValueError(f"{source}: MobileNetV2 has 17 blocks, this MambaCNN has {len(model.blocks)} (use depth=1.0 and the default stages)")
+    bad = [f"{k} {tuple(own[k].shape)} <- {t} {tuple(sd[t].shape) if t in sd else 'missing'}" for k, t in kmap.items()
+           if t not in sd or sd[t].shape != own[k].shape]
+    if bad: raise ValueError(f"{source} does not fit this MambaCNN's trunk ({len(bad)} tensors), e.g. {bad[:3]} (width_mult must match the file)")
+    model.load_state_dict({**own, **{k: sd[t] for k, t in kmap.items()}})
+    return sorted(kmap)
+
+# %% ../../nbs/06_mamba_cnn.ipynb #a0d92397
+IMAGENET_TRUNK = dict(stem='mbv2', gate='open', last_channel=1280)   # what an ImageNet MobileNetV2 file fits one-to-one
+
+def _is_mbv2_file(path) -> bool:
+    return path is not None and is_mobilenet_v2_state_dict(read_state_dict(path))
+
+def _mamba_cnn_builder(variant:str, compact:bool=False):
+    def build(pretrained=None, **kw):
+        if _is_mbv2_file(pretrained): kw = {**IMAGENET_TRUNK, **kw}   # MobileNetV2's stem, open gates, its 1280-channel conv
+        if compact: kw.setdefault('stages', COMPACT_STAGES)
+        return MambaCNN(variant, weights=pretrained, **kw)
+    build.__name__ = f"mamba_cnn_{variant}" + ('_compact' if compact else '')
+    return build
+
+_PARTS = dict(A='inverted residual + GAP', B='inverted residual + pyramid', C='MambaBlock (gate) + GAP', D='MambaBlock (gate) + pyramid')
+for _v in 'ABCD':
+    register_model(f'mamba_cnn_{_v}', fn=_mamba_cnn_builder(_v), input_size=224, tv_weights='MobileNet_V2_Weights.IMAGENET1K_V1',
+                   pretrained='an ImageNet MobileNetV2 state dict (loads the trunk one-to-one) or a MambaCNN state dict',
+                   description=f'Mamba-CNN {_v}: {_PARTS[_v]} (chapter 06)')
+    register_model(f'mamba_cnn_{_v}_compact', fn=_mamba_cnn_builder(_v, compact=True), input_size=64,
+                   pretrained='a MambaCNN state dict', description=f'Mamba-CNN {_v}, 7 blocks, stride 16, for 64 px inputs (chapter 06)')
+
+@register_model('mobilenet_v2', input_size=224, tv_weights='MobileNet_V2_Weights.IMAGENET1K_V1',
+                pretrained='an ImageNet MobileNetV2 state dict (BatchNorm frozen) or a regressor state dict',
+                description="torchvision's MobileNetV2 with a 1-output head (chapter 06)")
+def _mobilenet_v2(pretrained=None, **kw):
+    m = mobilenet_v2_regressor(weights=pretrained, **kw)
+    m.init_kwargs = dict(dropout=kw.get('dropout', 0.2), out=kw.get('out', 'sigmoid'), bn_frozen=is_bn_frozen(m), width_mult=kw.get('width_mult', 1.0))
     return m
 
 # %% ../../nbs/06_mamba_cnn.ipynb #af4510bb

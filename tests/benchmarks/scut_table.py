@@ -1,6 +1,9 @@
-"""The real SCUT-FBP5500 benchmarks of notebooks 06 and 07 and the README, on the 60/40 split, trained from scratch.
+"""The real SCUT-FBP5500 benchmarks of notebooks 06 and 07 and the README, on the 60/40 split.
 
---table models (default): Mamba-CNN variants A-D, torchvision's MobileNetV2 with the identical recipe, and MobileNetV2
+--table imagenet: every row starts from the ImageNet MobileNetV2 file (BatchNorm frozen, lr 1e-4): torchvision's
+MobileNetV2 and Mamba-CNN A, B, C, D whose trunks load that file one-to-one (open gates, MobileNetV2's stem), plus D with
+the paper's fresh 7x7 stem in front of the pretrained blocks.
+--table models: from scratch: Mamba-CNN variants A-D and torchvision's MobileNetV2 with the identical recipe, and MobileNetV2
 from the ImageNet file (BatchNorm frozen) as a reference row.
 --table losses: one small backbone (compact Mamba-CNN D) trained with MSE, L1 and fixed and dynamic versions of the
 three robust losses of 07_losses; every row selects its epoch on validation RMSE (--monitor val_RMSE).
@@ -9,7 +12,9 @@ Every row is one `fbp_train` command (printed, so each can be rerun by hand); ru
 skipped, so the script can be stopped and restarted. The validation split is carved from the training split (10%,
 stratified by group, seeded); the test split is scored once, at the end of each run, by the model chosen on validation.
 
-    python tests/benchmarks/scut_table.py --root ../shared/data/SCUT-FBP5500                 # all rows, seeds 0 1 2
+    python tests/benchmarks/scut_table.py --table imagenet --epochs 3                         # the ImageNet table, 128 px, seeds 0 1 2
+    python tests/benchmarks/scut_table.py --table imagenet --epochs 3 --img-size 224 --seeds 0 --rows mobilenet_v2 D
+    python tests/benchmarks/scut_table.py --root ../shared/data/SCUT-FBP5500                 # from scratch, seeds 0 1 2
     python tests/benchmarks/scut_table.py --root ... --rows D mobilenet_v2 --seeds 0        # a subset
     python tests/benchmarks/scut_table.py --report                                          # table from finished runs
     python tests/benchmarks/scut_table.py --table losses --seeds 0                          # the loss comparison
@@ -28,6 +33,17 @@ ROWS = {   # row name -> the options that differ between rows (everything else i
     'mobilenet_v2': ['--model', 'mobilenet_v2'],
     'mobilenet_v2_imagenet': ['--model', 'mobilenet_v2', '--weights', '{weights}'],
 }
+IMAGENET_ROWS = {   # --table imagenet: every row from the ImageNet MobileNetV2 file
+    'mobilenet_v2': ['--model', 'mobilenet_v2', '--weights', '{weights}'],
+    'A': ['--model', 'mamba_cnn_A', '--weights', '{weights}'],
+    'B': ['--model', 'mamba_cnn_B', '--weights', '{weights}'],
+    'C': ['--model', 'mamba_cnn_C', '--weights', '{weights}'],
+    'D': ['--model', 'mamba_cnn_D', '--weights', '{weights}'],
+    'D_paper_stem': ['--model', 'mamba_cnn_D', '--weights', '{weights}', '--stem', 'paper'],
+}
+IMAGENET_LABELS = {'mobilenet_v2': 'MobileNetV2-ImageNet (torchvision)', 'A': 'Mamba-CNN A-ImageNet (inverted residual + GAP)',
+                   'B': 'Mamba-CNN B-ImageNet (+ pyramid)', 'C': 'Mamba-CNN C-ImageNet (+ open gate)', 'D': 'Mamba-CNN D-ImageNet (gate + pyramid)',
+                   'D_paper_stem': "Mamba-CNN D-ImageNet, the paper's fresh 7x7 stem"}
 LR = {'mobilenet_v2_imagenet': '1e-4'}   # fine-tuning ImageNet weights: the paper's lr (at 1e-3 the features collapse)
 LOSS_ROWS = {
     'mse': ['--loss', 'mse'],
@@ -48,12 +64,13 @@ LABELS = {'A': 'Mamba-CNN A (inverted residual + GAP)', 'B': 'Mamba-CNN B (+ pyr
           'mobilenet_v2_imagenet': 'MobileNetV2, ImageNet init, BN frozen, lr 1e-4 (reference)'}
 
 def recipe(a, row:str) -> list:
-    lr = LR.get(row, '1e-3') if a.table == 'models' else '1e-3'
+    lr = LR.get(row, '1e-3') if a.table == 'models' else '1e-4' if a.table == 'imagenet' else '1e-3'
     return ['--data', 'scut', '--root', a.root, '--protocol', '60-40', '--val-frac', '0.1', '--img-size', str(a.img_size),
             '--epochs', str(a.epochs), '--batch-size', '32', '--lr', lr, '--cache', 'memory', '--device', a.device]
 
-def rows_of(a) -> dict: return ROWS if a.table == 'models' else {k: LOSS_BACKBONE + v for k, v in LOSS_ROWS.items()}
-def labels_of(a) -> dict: return LABELS if a.table == 'models' else LOSS_LABELS
+def rows_of(a) -> dict:
+    return ROWS if a.table == 'models' else IMAGENET_ROWS if a.table == 'imagenet' else {k: LOSS_BACKBONE + v for k, v in LOSS_ROWS.items()}
+def labels_of(a) -> dict: return LABELS if a.table == 'models' else IMAGENET_LABELS if a.table == 'imagenet' else LOSS_LABELS
 
 def command(a, row:str, seed:int) -> list:
     extra = [s.format(weights=a.weights) for s in rows_of(a)[row]]
@@ -101,7 +118,7 @@ if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--root', default='../shared/data/SCUT-FBP5500', help='SCUT-FBP5500 release folder')
     p.add_argument('--weights', default='../shared/weights/mobilenet_v2_imagenet.pth', help='ImageNet MobileNetV2 state dict')
-    p.add_argument('--table', choices=('models', 'losses'), default='models')
+    p.add_argument('--table', choices=('models', 'losses', 'imagenet'), default='models')
     p.add_argument('--rows', nargs='+', help='a subset of the rows (default: all rows of the table)')
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--img-size', type=int, default=128)
@@ -110,7 +127,7 @@ if __name__ == '__main__':
     p.add_argument('--out', help='runs folder (default: runs/scut128 or runs/scut128_losses)')
     p.add_argument('--report', action='store_true', help='only print the table of finished runs')
     a = p.parse_args()
-    a.out = a.out or ('runs/scut128' if a.table == 'models' else 'runs/scut128_losses')
+    a.out = a.out or {'models': f'runs/scut{a.img_size}', 'losses': f'runs/scut{a.img_size}_losses', 'imagenet': f'runs/scut{a.img_size}_imagenet'}[a.table]
     a.rows = a.rows or list(rows_of(a))
     bad = [r for r in a.rows if r not in rows_of(a)]
     if bad: p.error(f"--rows: {bad} not in the {a.table} table ({', '.join(rows_of(a))})")
