@@ -13,7 +13,7 @@ import fbp_nb
 from .scan import has_mamba_ssm
 from .mamba import MambaLM, train_copy_task, copy_accuracy
 from .learner import (resolve_device, seed_everything, Learner, Callback, CheckpointCallback, HistoryCallback,
-                            TargetScaler, dataset_targets, plot_history, _atomic_save)
+                            TargetScaler, dataset_targets, plot_history, _atomic_save, CosineLR)
 from .models.mamba_cnn import MambaCNN, mobilenet_v2_regressor, is_bn_frozen
 from .synth import SynthFaces
 from .data import (SCUTFBP5500, MEBeauty, KDEFPT, IMAGENET_MEAN, IMAGENET_STD, beauty_transforms, load_image,
@@ -243,8 +243,8 @@ def _print_metrics(split:str, m:dict, table):
 
 # %% ../nbs/90_cli.ipynb #4c3c94e8
 _RUN_KEYS = ('data', 'root', 'protocol', 'val_frac', 'model', 'arch', 'augment', 'img_size', 'width_mult', 'batch_size',
-             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult')
-_RUN_DEFAULTS = dict(loss='mse', loss_param=None, loss_law='parabolic', loss_units='score', monitor='auto', stem='auto', fresh_lr_mult=1.0)   # for runs saved before these options   # fixed for a run: taken from the checkpoint on --resume
+             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule')
+_RUN_DEFAULTS = dict(loss='mse', loss_param=None, loss_law='parabolic', loss_units='score', monitor='auto', stem='auto', fresh_lr_mult=1.0, lr_schedule='plateau')   # for runs saved before these options   # fixed for a run: taken from the checkpoint on --resume
 
 def _pos_int(s):
     v = int(s)
@@ -286,7 +286,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument('--width-mult', type=_pos_float, default=1.0, help='channel multiplier (default: 1.0)')
     p.add_argument('--img-size', type=int, default=64, help='network input side in pixels, >= 32 (default: 64)')
     p.add_argument('--epochs', type=_pos_int, default=8, help='epochs (total, also with --resume; default: 8)')
-    p.add_argument('--lr', type=_pos_float, default=1e-3, help='AdamW learning rate (default: 1e-3)')
+    p.add_argument('--lr', type=_pos_float, default=None, help='AdamW learning rate (default: 1e-3 from scratch, 1e-4 with --weights)')
+    p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine'), default='auto',
+                   help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; auto: cosine with --weights, else plateau')
     p.add_argument('--loss', choices=LOSS_NAMES, default='mse', help='training loss (default: mse); the robust ones are dynamic by default (07_losses)')
     p.add_argument('--loss-param', type=_pos_float, nargs='+', metavar='P',
                    help='robust losses: one value = fixed parameter; two values P_MAX P_MIN = dynamic over the epochs '
@@ -338,6 +340,8 @@ def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     synth = a.data == 'synth'
     if a.arch == 'auto': a.arch = 'compact' if synth else 'full'
     if a.augment == 'auto': a.augment = 'off' if synth else 'on'
+    if a.lr is None: a.lr = 1e-4 if a.weights else 1e-3                 # fine-tuning a pretrained network wants a small lr
+    if a.lr_schedule == 'auto': a.lr_schedule = 'cosine' if a.weights else 'plateau'
     if a.img_size < 32: raise ValueError(f"--img-size must be >= 32, got {a.img_size}")
     out = Path(a.out or f"runs/{a.data}_{a.model}_{time.strftime('%Y%m%d-%H%M%S')}")
     seed_everything(a.seed)
@@ -354,9 +358,10 @@ def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     config['loss'] = dict(name=a.loss, param=a.loss_param, law=a.loss_law, units=a.loss_units, label=describe_loss(a.loss, _param(a), a.loss_law),
                           monitor=monitor)
     cbs = [HistoryCallback(out/'history'), ConfigCheckpoint(out/'last.pt', config)] + loss_cbs + ([EpochPrinter()] if a.no_progress else [])
+    if a.lr_schedule == 'cosine': cbs.append(CosineLR())
     learn = Learner(model, splits['train'], splits['val'], loss_fn=loss_fn, lr=a.lr, batch_size=a.batch_size, device=device, seed=a.seed,
                     num_workers=a.workers, progress=not a.no_progress, callbacks=cbs, monitor=monitor, target_scaler=scaler,
-                    param_groups=param_groups(model, a.lr, a.fresh_lr_mult))
+                    param_groups=param_groups(model, a.lr, a.fresh_lr_mult), lr_patience=None if a.lr_schedule == 'cosine' else 10)
     config['target_range'] = [scaler.lo, scaler.hi]
     t0 = time.time()
     learn.fit(a.epochs, resume=a.resume)
