@@ -28,6 +28,10 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
+course_requirements = (cfg.get('course_requirements') or '').split()
+interpret_requirements = (cfg.get('interpret_requirements') or '').split()
+# dev = the complete course + test environment (README quickstart and CI: pip install -e ".[dev]")
+dev_requirements += [r for r in course_requirements if r not in dev_requirements]
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -48,7 +52,7 @@ setuptools.setup(
     packages = setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
+    extras_require={ 'dev': dev_requirements, 'course': course_requirements, 'interpret': interpret_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -8,25 +8,18 @@ import argparse, json, platform, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-from torch import nn
 import fbp_nb
 from .scan import has_mamba_ssm
 from .mamba import MambaLM, train_copy_task, copy_accuracy
-from .learner import (resolve_device, seed_everything, Learner, Callback, CheckpointCallback, HistoryCallback,
-                            TargetScaler, dataset_targets, plot_history, _atomic_save, CosineLR)
-from .models.mamba_cnn import MambaCNN, mobilenet_v2_regressor, is_bn_frozen
-from .synth import SynthFaces
-from .data import (SCUTFBP5500, MEBeauty, KDEFPT, IMAGENET_MEAN, IMAGENET_STD, beauty_transforms, load_image,
-                         align_photo, rescale_scores)
-from .metrics import regression_metrics, group_metrics
-from .losses import make_loss, describe_loss, LOSS_NAMES, LAWS
-from .models import create_model
+from .learner import resolve_device
+from .losses import LOSS_NAMES, LAWS
+from .models import list_models
+from .train import (RunConfig, DATASETS, run, read_run, stored_config, evaluate as evaluate_run, predict_photos, metrics_line,
+                          print_metrics)
 
 # %% auto #0
-__all__ = ['MODELS', 'DATASETS', 'COMPACT_STAGES', 'info', 'demo', 'main', 'build_model', 'model_config', 'param_groups',
-           'ImageSplit', 'FoldView', 'eval_transform', 'load_splits', 'ConfigCheckpoint', 'save_model', 'read_run',
-           'score_split', 'metrics_line', 'EpochPrinter', 'train', 'train_loss', 'train_main', 'scorer', 'evaluate',
-           'eval_main', 'predict_photos', 'predict_main']
+__all__ = ['info', 'demo', 'main', 'config_from_args', 'args_from_config', 'train', 'train_main', 'evaluate', 'eval_main',
+           'predict_main']
 
 # %% ../nbs/90_cli.ipynb #f32fa4c8
 def info() -> dict:
@@ -88,163 +81,16 @@ def main(argv:list[str]|None=None) -> int:
         print(f'fbp {a.command}: error: {e}', file=sys.stderr); return 2
     return 0
 
-# %% ../nbs/90_cli.ipynb #15ca209a
-MODELS = ('mamba_cnn_A', 'mamba_cnn_B', 'mamba_cnn_C', 'mamba_cnn_D', 'mobilenet_v2', 'resnext50', 'inception_v3', 'two_branch_increx')
-DATASETS = ('synth', 'scut', 'mebeauty', 'kdef')
-COMPACT_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 1))   # stride 16: a 4x4 map at 64 px
-
-def build_model(name:str, # one of `MODELS`
-                width_mult:float=1.0, # channel multiplier
-                weights=None, # path of a state dict to start from (mobilenet_v2: an ImageNet file freezes BatchNorm)
-                bn_frozen:bool|None=None, # mobilenet_v2 only: keep BatchNorm in eval mode (None: when `weights` is given)
-                stages=None, # Mamba-CNN only: (t, c, n, s) rows; None: MobileNetV2's (the paper's network)
-                **kwargs, # Mamba-CNN only: more `MambaCNN` arguments (e.g. stem='paper')
-               ) -> nn.Module:
-    "A regressor by name: Mamba-CNN variant A-D, the MobileNetV2 baseline, or a Dynamic ER-CNN backbone (`fbp_nb.ensemble`)."
-    if name not in MODELS: raise ValueError(f"--model: {name!r} is not one of {', '.join(MODELS)}")
-    if name == 'mobilenet_v2': return mobilenet_v2_regressor(weights, width_mult=width_mult, bn_frozen=bn_frozen)
-    if name in ('resnext50', 'inception_v3', 'two_branch_increx'):
-        if width_mult != 1.0: raise ValueError(f"--width-mult applies to Mamba-CNN and MobileNetV2, not {name}")
-        from fbp_nb import ensemble   # Dynamic ER-CNN's torchvision backbones (imported here: ensemble uses this module)
-        return {'resnext50': ensemble.resnext50_regressor, 'inception_v3': ensemble.inception_v3_regressor,
-                'two_branch_increx': ensemble.TwoBranchIncRex}[name](weights=weights)
-    return create_model(name, pretrained=weights, width_mult=width_mult, **({} if stages is None else dict(stages=stages)), **kwargs)
-
-def model_config(name:str, model:nn.Module, width_mult:float, stages=None) -> dict:
-    "The `build_model` arguments that rebuild `model` (without its weights file)."
-    if getattr(model, 'model_config', None) and name.startswith('mamba_cnn'): return dict(name=name, kwargs=model.model_config['kwargs'])
-    return dict(name=name, width_mult=width_mult, bn_frozen=is_bn_frozen(model) if name == 'mobilenet_v2' else None,
-                stages=None if stages is None or name == 'mobilenet_v2' else [list(r) for r in stages])
-
-def param_groups(model:nn.Module, lr:float, fresh_lr_mult:float=1.0):
-    "AdamW groups: tensors loaded from a weights file (`model.pretrained_keys`) at `lr`, fresh ones at `lr * fresh_lr_mult`; None: one group."
-    keys = getattr(model, 'pretrained_keys', None) or set()
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    pre, fresh = [p for n, p in named if n in keys], [p for n, p in named if n not in keys]
-    if fresh_lr_mult == 1.0 or not pre or not fresh: return None
-    return [dict(params=pre, lr=lr), dict(params=fresh, lr=lr * fresh_lr_mult)]
-
-# %% ../nbs/90_cli.ipynb #983be612
-class ImageSplit(torch.utils.data.Dataset):
-    "One split: `base`'s PIL images through `transform`, with its `scores`, `groups` and `scale`; `memo`: keep images in memory."
-    def __init__(self, base, transform, memo:bool=False):
-        self.base, self.transform, self.memo, self.imgs = base, transform, memo, {}
-        self.scores, self.groups = np.asarray(base.scores, np.float32), list(base.groups)
-        self.scale = tuple(getattr(base, 'scale', (1., 5.)))
-        sigma = getattr(base, 'sigma', None)   # per-image std of the rater scores, when the data set has them
-        self.sigma = None if sigma is None else np.asarray(sigma, np.float32)
-    def __len__(self): return len(self.base)
-    def image(self, i:int):
-        if i in self.imgs: return self.imgs[i]
-        img = self.base.render(i) if hasattr(self.base, 'render') else self.base.get_image(i)
-        if self.memo: self.imgs[i] = img
-        return img
-    def __getitem__(self, i): return self.transform(self.image(i)), torch.tensor(self.scores[i])
-    def __repr__(self): return f"ImageSplit({self.base!r}, {len(self)} images)"
-
-class FoldView:
-    "Images `idx` of a `SynthFaces`-like `base` (render, scores, groups, names, sigma): one part of a k-fold partition."
-    def __init__(self, base, idx):
-        self.base, self.idx = base, np.asarray(idx, dtype=np.int64)
-        self.scores, self.sigma = np.asarray(base.scores)[self.idx], np.asarray(base.sigma)[self.idx]
-        self.groups, self.names = [base.groups[i] for i in self.idx], [base.names[i] for i in self.idx]
-    def __len__(self): return len(self.idx)
-    def render(self, i:int): return self.base.render(int(self.idx[i]))
-    def __repr__(self): return f"FoldView({len(self)} of {len(self.base)})"
-
-def eval_transform(img_size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    "PIL image -> (3, img_size, img_size) normalised tensor with the checkpoint's normalisation."
-    from torchvision.transforms import v2
-    return v2.Compose([v2.Resize((img_size, img_size), antialias=True), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(mean, std)])
-
-# %% ../nbs/90_cli.ipynb #45cd9f08
-def load_splits(data:str='synth', # one of `DATASETS`
-                root=None, # data folder (required for real data)
-                img_size:int=64, protocol='60-40', # '60-40' or fold 1..5 (synth: fold k of a 5-way partition of n_train + n_test faces)
-                val_frac:float=0.1, # fraction of the training split held out for validation (scut, kdef)
-                seed:int=0, sizes:tuple=(3000, 300, 500), # synth: images in train, val, test
-                cache=None, # None or 'memory' (real data; synth is always kept in memory)
-                augment:bool=True, # train split: the recipe's augmenting transform; False: the eval transform
-               ) -> dict:
-    "{'train', 'val', 'test'} -> `ImageSplit` for data set `data`."
-    if data not in DATASETS: raise ValueError(f"--data: {data!r} is not one of {', '.join(DATASETS)}")
-    tf = {s: beauty_transforms(img_size, train=True) if s == 'train' and augment else eval_transform(img_size) for s in ('train', 'val', 'test')}
-    if data == 'synth':
-        if str(protocol) == '60-40':
-            return {s: ImageSplit(SynthFaces(n, img_size=img_size, seed=seed, split=s), tf[s], memo=True) for s, n in zip(tf, sizes)}
-        k = _synth_fold(protocol)
-        pool = SynthFaces(sizes[0] + sizes[2], img_size=img_size, seed=seed, split='train')   # the faces the folds partition
-        fold = np.arange(len(pool)) % 5 + 1                                                  # image i is in fold i % 5 + 1
-        parts = dict(train=FoldView(pool, np.flatnonzero(fold != k)), val=SynthFaces(sizes[1], img_size=img_size, seed=seed, split='val'),
-                     test=FoldView(pool, np.flatnonzero(fold == k)))
-        return {s: ImageSplit(parts[s], tf[s], memo=True) for s in tf}
-    if root is None: raise ValueError(f"--root is required for --data {data} (the folder of the data set)")
-    if not Path(root).is_dir(): raise FileNotFoundError(f"--root {root}: folder not found")
-    kw = dict(size=round(img_size * 256 / 224), cache=cache)
-    make = {'scut': lambda s: SCUTFBP5500(root, protocol, s, val_frac=val_frac, seed=seed, **kw),
-            'mebeauty': lambda s: MEBeauty(root, s, **kw),
-            'kdef': lambda s: KDEFPT(root, s, val_frac=val_frac, seed=seed, **kw)}[data]
-    return {s: ImageSplit(make(s), tf[s]) for s in tf}
-
-def _synth_fold(protocol) -> int:
-    try: k = int(protocol)
-    except (TypeError, ValueError): k = 0
-    if not 1 <= k <= 5: raise ValueError(f"--protocol: {protocol!r} is not '60-40' or a fold 1..5")
-    return k
-
-# %% ../nbs/90_cli.ipynb #54c0ae15
-class ConfigCheckpoint(CheckpointCallback):
-    "`CheckpointCallback` whose file also holds the run's `config` dict (for `--resume`, `fbp_eval`, `fbp_predict`)."
-    def __init__(self, path, config:dict): super().__init__(path); self.config = config
-    def after_epoch(self):
-        if self.learn.is_main: _atomic_save({**self.learn.checkpoint(), 'config': self.config}, self.path)
-
-def save_model(learn:Learner, path, config:dict) -> Path:
-    "`learn.save(path)` plus the run's `config` in the same file."
-    path = learn.save(path)
-    ck = torch.load(path, map_location='cpu', weights_only=True)
-    ck['config'] = config
-    _atomic_save(ck, path)
-    return path
-
-def read_run(path) -> dict:
-    "A checkpoint written by `fbp_train` (`model.pt` or `last.pt`); anything else is a clear error naming the file."
-    p = Path(path)
-    if not p.is_file(): raise FileNotFoundError(f"checkpoint not found: {p}")
-    try: ck = torch.load(p, map_location='cpu', weights_only=False)   # last.pt holds numpy RNG states
-    except Exception as e: raise ValueError(f"{p}: not a fbp_train checkpoint (torch.load failed: {type(e).__name__})") from None
-    if not isinstance(ck, dict) or 'model' not in ck or not isinstance(ck.get('config'), dict):
-        raise ValueError(f"{p}: not a fbp_train checkpoint (no 'model' and 'config' entries)")
-    return ck
-
-# %% ../nbs/90_cli.ipynb #b26830d5
-def score_split(learn:Learner, ds, csv=None, # also write `name,group,target,pred` rows to this CSV file
-               ) -> tuple:
-    "(metrics dict with n (and eps_error when `ds` has rater sigmas), per-group table or None) of `learn`'s model on `ds`."
-    pred = learn.predict(ds).reshape(-1).numpy().astype(np.float64)
-    y = dataset_targets(ds)
-    m = dict(n=len(y), **regression_metrics(y, pred, sigma=getattr(ds, 'sigma', None)))
-    groups = getattr(ds, 'groups', None)
-    table = group_metrics(y, pred, groups) if groups is not None and len(set(groups)) > 1 else None
-    if csv is not None:
-        import pandas as pd
-        names = getattr(getattr(ds, 'base', ds), 'names', range(len(y)))
-        pd.DataFrame(dict(name=list(names), group=groups if groups is not None else '', target=y, pred=pred)).to_csv(csv, index=False)
-    return m, table
-
-def metrics_line(m:dict) -> str: return f"PC={m['PC']:.3f} MAE={m['MAE']:.3f} RMSE={m['RMSE']:.3f}"
-
-def _print_metrics(split:str, m:dict, table):
-    e = 'eps_error' in m
-    print(f"\n{'split':6s} {'n':>5s} {'PC':>6s} {'MAE':>6s} {'RMSE':>6s}" + (f" {'eps':>6s}" if e else '') +
-          f"\n{split:6s} {m['n']:5d} {m['PC']:6.3f} {m['MAE']:6.3f} {m['RMSE']:6.3f}" + (f" {m['eps_error']:6.3f}" if e else ''))
-    if table is not None: print(f"\nper group ({split}):\n" + (table.to_string(index=False, float_format='%.3f') if hasattr(table, 'to_string') else str(table)))
-
 # %% ../nbs/90_cli.ipynb #4c3c94e8
 _RUN_KEYS = ('data', 'root', 'protocol', 'val_frac', 'model', 'arch', 'augment', 'img_size', 'width_mult', 'batch_size',
              'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule')
-_RUN_DEFAULTS = dict(loss='mse', loss_param=None, loss_law='parabolic', loss_units='score', monitor='auto', stem='auto', fresh_lr_mult=1.0, lr_schedule='plateau')   # for runs saved before these options   # fixed for a run: taken from the checkpoint on --resume
+# fixed for a run: taken from the checkpoint on --resume
+
+def _model_name(s):
+    "--model: any regression model of the registry (`list_models(task='regression')`)."
+    names = list_models(task='regression')
+    if s not in names: raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(names)})")
+    return s
 
 def _pos_int(s):
     v = int(s)
@@ -274,7 +120,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='fbp_train', description='Train a facial-beauty regressor (Mamba-CNN by default) and score the held-out test split. '
                                 'With no arguments: Mamba-CNN D on the embedded synthetic faces, ~1 min on a 2-core CPU.')
     _add_data_args(p, True)
-    p.add_argument('--model', choices=MODELS, default='mamba_cnn_D', help='architecture (default: mamba_cnn_D)')
+    p.add_argument('--model', type=_model_name, default='mamba_cnn_D', metavar='MODEL',
+                   help="any name of list_models(task='regression'): mamba_cnn_A..D, mobilenet_v2, resnext50, inception_v3, two_branch_increx, ... (default: mamba_cnn_D)")
     p.add_argument('--arch', choices=('auto', 'full', 'compact'), default='auto',
                    help="Mamba-CNN stages: full (MobileNetV2's, stride 32, the paper's) or compact (7 blocks, stride 16); auto: compact on synth, full on real data")
     p.add_argument('--augment', choices=('auto', 'on', 'off'), default='auto',
@@ -305,6 +152,23 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-progress', action='store_true', help='no progress bar; print one line per epoch instead')
     return p
 
+def config_from_args(a:argparse.Namespace) -> RunConfig:
+    "The `RunConfig` of parsed `fbp_train` options (`--width-mult`, `--stem` -> model_kwargs; `--cache none` -> None)."
+    if a.stem != 'auto' and not a.model.startswith('mamba_cnn'): raise ValueError(f"--stem applies to Mamba-CNN, not {a.model}")
+    if a.width_mult != 1.0 and a.model in ('resnext50', 'inception_v3', 'two_branch_increx'):
+        raise ValueError(f"--width-mult applies to Mamba-CNN and MobileNetV2, not {a.model}")
+    kw = {**({'width_mult': a.width_mult} if a.width_mult != 1.0 else {}), **({'stem': a.stem} if a.stem != 'auto' else {})}
+    c = RunConfig(**{k: getattr(a, k) for k in RunConfig.__dataclass_fields__ if hasattr(a, k) and k not in ('model_kwargs', 'cache', 'protocol')},
+                  protocol=str(a.protocol), cache=None if a.cache == 'none' else a.cache, model_kwargs=kw)
+    return c.validate(flag=lambda k: '--' + k.replace('_', '-'))
+
+def args_from_config(c:RunConfig) -> dict:
+    "`fbp_train` option values (argparse destinations) of a `RunConfig`: the inverse of `config_from_args`."
+    d = c.to_dict()
+    kw = d.pop('model_kwargs')
+    d.update(width_mult=kw.get('width_mult', 1.0), stem=kw.get('stem', 'auto'), cache=d['cache'] or 'none')
+    return d
+
 def _explicit(p:argparse.ArgumentParser, argv) -> set:
     "Destinations of the options actually given in `argv`."
     q = _train_parser() if p.prog == 'fbp_train' else p
@@ -312,20 +176,12 @@ def _explicit(p:argparse.ArgumentParser, argv) -> set:
     return set(vars(q.parse_args(argv)))
 
 # %% ../nbs/90_cli.ipynb #08afdf03
-class EpochPrinter(Callback):
-    "Print one line per epoch (for logs without a progress bar)."
-    order = 95
-    def after_epoch(self):
-        l = self.learn.log
-        print(f"epoch {l['epoch']}: " + ' '.join(f"{k}={l[k]:.4f}" for k in ('train_loss', 'val_loss', 'val_PC', 'val_MAE') if k in l)
-              + f" lr={l['lr']:.2g} {l['time']:.0f}s", flush=True)
-
 def _resume_args(a, given:set):
     "Replace the run-defining options of `a` by those stored in the `--resume` checkpoint; a conflicting one is an error."
-    stored = read_run(a.resume)['config']['args']
-    stored = {**_RUN_DEFAULTS, **stored}
+    stored = args_from_config(stored_config(read_run(a.resume)['config']))
     for k in _RUN_KEYS:
-        if k in given and getattr(a, k) != stored[k]:
+        v = str(getattr(a, k)) if k == 'protocol' else getattr(a, k)
+        if k in given and v != stored[k]:
             raise ValueError(f"--resume {a.resume}: the run was trained with --{k.replace('_', '-')} {stored[k]}, not {getattr(a, k)}")
         setattr(a, k, stored[k])
     if 'epochs' not in given: a.epochs = stored['epochs']
@@ -335,66 +191,9 @@ def _resume_args(a, given:set):
 # %% ../nbs/90_cli.ipynb #e31f4dfa
 def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     "Run `fbp_train` with parsed options `a` (`given`: options set explicitly); returns the test metrics."
-    device = resolve_device(a.device)                       # a missing GPU fails here, before any work
+    resolve_device(a.device)                                  # a missing GPU fails here, before any work
     if a.resume: a = _resume_args(a, given)
-    synth = a.data == 'synth'
-    if a.arch == 'auto': a.arch = 'compact' if synth else 'full'
-    if a.augment == 'auto': a.augment = 'off' if synth else 'on'
-    if a.lr is None: a.lr = 1e-4 if a.weights else 1e-3                 # fine-tuning a pretrained network wants a small lr
-    if a.lr_schedule == 'auto': a.lr_schedule = 'cosine' if a.weights else 'plateau'
-    if a.img_size < 32: raise ValueError(f"--img-size must be >= 32, got {a.img_size}")
-    out = Path(a.out or f"runs/{a.data}_{a.model}_{time.strftime('%Y%m%d-%H%M%S')}")
-    seed_everything(a.seed)
-    splits = load_splits(a.data, a.root, a.img_size, a.protocol, a.val_frac, a.seed, (a.n_train, a.n_val, a.n_test),
-                         None if a.cache == 'none' else a.cache, augment=a.augment == 'on')
-    stages = COMPACT_STAGES if a.arch == 'compact' else None
-    if a.stem != 'auto' and not a.model.startswith('mamba_cnn'): raise ValueError(f"--stem applies to Mamba-CNN, not {a.model}")
-    model = build_model(a.model, a.width_mult, a.weights, stages=stages, **({} if a.stem == 'auto' else dict(stem=a.stem)))
-    args = {k: getattr(a, k) for k in _RUN_KEYS + ('epochs',)}
-    config = dict(model=model_config(a.model, model, a.width_mult, stages), img_size=a.img_size, data=a.data,
-                  norm=dict(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)), scale=list(splits['train'].scale), args=args)
-    scaler = TargetScaler.fit(splits['train'])                # training min/max: the Learner's target scaling and the loss units
-    loss_fn, loss_cbs, monitor = train_loss(a, scale=scaler.hi - scaler.lo if a.loss_units == 'score' else 1.0)
-    config['loss'] = dict(name=a.loss, param=a.loss_param, law=a.loss_law, units=a.loss_units, label=describe_loss(a.loss, _param(a), a.loss_law),
-                          monitor=monitor)
-    cbs = [HistoryCallback(out/'history'), ConfigCheckpoint(out/'last.pt', config)] + loss_cbs + ([EpochPrinter()] if a.no_progress else [])
-    if a.lr_schedule == 'cosine': cbs.append(CosineLR())
-    learn = Learner(model, splits['train'], splits['val'], loss_fn=loss_fn, lr=a.lr, batch_size=a.batch_size, device=device, seed=a.seed,
-                    num_workers=a.workers, progress=not a.no_progress, callbacks=cbs, monitor=monitor, target_scaler=scaler,
-                    param_groups=param_groups(model, a.lr, a.fresh_lr_mult), lr_patience=None if a.lr_schedule == 'cosine' else 10)
-    config['target_range'] = [scaler.lo, scaler.hi]
-    t0 = time.time()
-    learn.fit(a.epochs, resume=a.resume)
-    return _finish(learn, splits['test'], out, config, time.time() - t0)
-
-def _param(a):
-    "--loss-param as `make_loss` takes it: None, a float (fixed) or (p_max, p_min) (dynamic)."
-    p = a.loss_param
-    if p is None: return None
-    if len(p) > 2: raise ValueError(f"--loss-param takes one value (fixed) or two (P_MAX P_MIN), got {len(p)}")
-    return float(p[0]) if len(p) == 1 else (float(p[0]), float(p[1]))
-
-def train_loss(a:argparse.Namespace, scale:float=1.0) -> tuple:
-    "(loss module, its schedule callbacks, monitored value) for the --loss options; `scale`: score units per target unit."
-    loss, cbs = make_loss(a.loss, _param(a), a.loss_law, scale=scale)
-    monitor = a.monitor if a.monitor != 'auto' else 'val_RMSE' if cbs else 'val_loss'
-    return loss, cbs, monitor
-
-def _finish(learn, test_ds, out:Path, config:dict, seconds:float) -> dict:
-    "Score the test split once; write model.pt, metrics.json and learning_curves.png; print the table and the last line."
-    import matplotlib.pyplot as plt   # no backend switch: headless machines fall back to Agg by themselves
-    m, table = score_split(learn, test_ds, csv=out/'test_predictions.csv')
-    save_model(learn, out/'model.pt', config)
-    best = min(learn.history, key=lambda r: r[learn.monitor])
-    (out/'metrics.json').write_text(json.dumps(dict(test=m, best_val={k: v for k, v in best.items()}, epochs_run=len(learn.history),
-        fit_seconds=round(seconds, 1), groups=table.to_dict('records') if hasattr(table, 'to_dict') else table, config=config), indent=1))
-    fig = plot_history(learn); fig.savefig(out/'learning_curves.png', dpi=100)
-    plt.close(fig)
-    print(f"\nfiles in {out}: model.pt (weights + config), last.pt (--resume), metrics.json, test_predictions.csv, history.json/.csv, learning_curves.png")
-    print(f"model selection on val: best epoch {best['epoch']} ({learn.monitor} {best[learn.monitor]:.4f}); test split scored once:")
-    _print_metrics('test', m, table)
-    print(metrics_line(m), flush=True)
-    return m
+    return run(config_from_args(a), resume=a.resume, progress=not a.no_progress).test
 
 # %% ../nbs/90_cli.ipynb #6812d582
 def _run(prog:str, fn) -> int:
@@ -410,27 +209,6 @@ def train_main(argv:list[str]|None=None) -> int:
     a = p.parse_args(argv)
     return _run('fbp_train', lambda: train(a, _explicit(p, argv)))
 
-# %% ../nbs/90_cli.ipynb #bd719eee
-class _Photos(torch.utils.data.Dataset):
-    "Input-only dataset over a list of (3, h, w) tensors."
-    def __init__(self, xs): self.xs = xs
-    def __len__(self): return len(self.xs)
-    def __getitem__(self, i): return self.xs[i]
-
-def scorer(ckpt, ds=None, device='auto', batch_size:int=32, workers:int=0, model:str|None=None) -> Learner:
-    "A Learner holding the model of `ckpt` (a `fbp_train` file), ready to `predict`/score `ds`."
-    ck = read_run(ckpt)
-    cfg = ck['config']
-    if model is not None and model != cfg['model']['name']:
-        raise ValueError(f"{ckpt}: checkpoint of {cfg['model']['name']}, not --model {model}")
-    if not ck.get('target_scaler'): raise ValueError(f"{ckpt}: no target range stored (not a regression checkpoint)")
-    dev = resolve_device(device)
-    net = create_model(cfg['model']['name'], **cfg['model']['kwargs']) if 'kwargs' in cfg['model'] else build_model(**cfg['model'])
-    if ds is None: ds = _Photos([torch.zeros(3, cfg['img_size'], cfg['img_size'])])
-    learn = Learner(net, ds, ds, batch_size=batch_size, device=dev, seed=None, num_workers=workers, progress=False,
-                    early_stop=None, lr_patience=None, target_scaler=TargetScaler(**ck['target_scaler']))
-    return learn.load(ckpt)
-
 # %% ../nbs/90_cli.ipynb #3d95aa5b
 def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='fbp_eval', description="Score a fbp_train checkpoint on a data split: PC, MAE, RMSE (+ per group). "
@@ -438,22 +216,19 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument('ckpt', metavar='CKPT', help='model.pt (or last.pt) written by fbp_train')
     _add_data_args(p, False)
     p.add_argument('--split', choices=('train', 'val', 'test'), default='test', help='split to score (default: test)')
-    p.add_argument('--model', choices=MODELS, help='expected architecture: a checkpoint of another one is an error')
+    p.add_argument('--model', type=_model_name, metavar='MODEL', help='expected architecture: a checkpoint of another one is an error')
     return p
 
 def evaluate(a:argparse.Namespace) -> dict:
     "Run `fbp_eval` with parsed options `a`; returns the metrics."
     resolve_device(a.device)
     cfg = read_run(a.ckpt)['config']
-    s = dict(cfg['args'])
-    s.update({k: v for k, v in vars(a).items() if k in s and v is not None})
-    if a.data is not None and a.data != cfg['data'] and a.root is None: s['root'] = None   # another data set: needs its own root
-    ds = load_splits(s['data'], s['root'], cfg['img_size'], s['protocol'], s['val_frac'], s['seed'],
-                     (s['n_train'], s['n_val'], s['n_test']), None if a.cache == 'none' else a.cache)[a.split]
-    learn = scorer(a.ckpt, ds, a.device, s['batch_size'], a.workers, a.model)
-    m, table = score_split(learn, ds)
-    print(f"{a.ckpt}: {cfg['model']['name']} trained on {cfg['data']}, scored on {s['data']} {a.split}")
-    _print_metrics(a.split, m, table)
+    changes = {k: getattr(a, k) for k in ('data', 'protocol', 'val_frac', 'n_train', 'n_val', 'n_test') if getattr(a, k) is not None}
+    if 'protocol' in changes: changes['protocol'] = str(changes['protocol'])
+    m, table = evaluate_run(a.ckpt, a.split, device=a.device, workers=a.workers, model=a.model, batch_size=a.batch_size, root=a.root,
+                            cache=None if a.cache == 'none' else a.cache, **changes)
+    print(f"{a.ckpt}: {stored_config(cfg).model} trained on {cfg['data']}, scored on {changes.get('data', cfg['data'])} {a.split}")
+    print_metrics(a.split, m, table)
     print(metrics_line(m), flush=True)
     return m
 
@@ -461,28 +236,6 @@ def eval_main(argv:list[str]|None=None) -> int:
     "Console entry point of `fbp_eval` (also `fbp eval`)."
     a = _eval_parser().parse_args(sys.argv[1:] if argv is None else argv)
     return _run('fbp_eval', lambda: evaluate(a))
-
-# %% ../nbs/90_cli.ipynb #56dc9250
-def _prepare(path, size:int, align:bool, notes:list):
-    "Photo `path` -> PIL image, aligned when asked and possible (reasons to `notes`)."
-    img = load_image(path)                                   # names the file when missing or corrupt
-    if not align: return img
-    try: return align_photo(img, size)[0]
-    except ImportError as e:
-        if not any(n.startswith('aligner unavailable') for n in notes): notes.append(f"aligner unavailable ({e}); scoring unaligned photos (--no-align hides this)")
-    except ValueError as e: notes.append(f"{path}: {e}; scored unaligned")
-    return img
-
-def predict_photos(ckpt, paths:list, align:bool=True, device='auto') -> list:
-    "[(path, score on 1-5, score on the training scale)] for photos `paths`, in order."
-    cfg = read_run(ckpt)['config']
-    tf, notes = eval_transform(cfg['img_size'], **cfg['norm']), []
-    xs = [tf(_prepare(p, cfg['img_size'], align, notes)) for p in paths]
-    for n in notes: print(f"note: {n}", file=sys.stderr)
-    raw = scorer(ckpt, _Photos(xs), device).predict(_Photos(xs)).reshape(-1)
-    lo, hi = cfg['scale']
-    s15 = np.clip(rescale_scores(raw.numpy().astype(np.float64), (lo, hi), (1., 5.)), 1, 5)
-    return [(str(p), float(a), float(b)) for p, a, b in zip(paths, s15, raw)]
 
 # %% ../nbs/90_cli.ipynb #9ce0b0ef
 def _predict_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 from PIL import Image
-import matplotlib.pyplot as plt
 
 # %% auto #0
 __all__ = ['EMOTIONS', 'IMG_EXTS', 'RAF_LABELS', 'DetectionDataError', 'letterbox', 'unletterbox_boxes', 'to_tensor01',
@@ -248,6 +247,7 @@ def show_detection(img,                # tensor (3, h, w) in [0, 1] or PIL image
                    class_names=EMOTIONS,
                    ax=None, title=None, fontsize:int=7):
     "Draw an image with its boxes and class names (and scores when given) on a matplotlib axis."
+    import matplotlib.pyplot as plt   # lazy: `import fbp_nb.det_data` must not need matplotlib
     if ax is None: _, ax = plt.subplots(figsize=(3, 3))
     if isinstance(img, Tensor): img = img.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
     ax.imshow(img); ax.set_axis_off()

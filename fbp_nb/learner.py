@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_learner.ipynb #61ee23cf
 from __future__ import annotations
-import copy, csv, json, math, os, random, sys, time
+import copy, csv, json, math, os, pickle, random, sys, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,8 +15,8 @@ from .metrics import fit_minmax, normalize, denormalize, regression_metrics
 
 # %% auto #0
 __all__ = ['EVENTS', 'resolve_device', 'seed_everything', 'seed_worker', 'dataset_targets', 'TargetScaler', 'Callback',
-           'CancelFitException', 'Learner', 'EarlyStopping', 'ParamScheduler', 'CosineLR', 'ProgressCallback',
-           'HistoryCallback', 'CheckpointCallback', 'plot_history']
+           'CancelFitException', 'load_checkpoint', 'Learner', 'EarlyStopping', 'ParamScheduler', 'CosineLR',
+           'ProgressCallback', 'HistoryCallback', 'CheckpointCallback', 'plot_history']
 
 # %% ../nbs/05_learner.ipynb #ea024965
 def _mps_ok() -> bool: return getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
@@ -115,12 +115,46 @@ def _split(b):
     return (b[0], b[1]) if isinstance(b, (list, tuple)) and len(b) == 2 else (b, None)
 
 def _rng_state(gen) -> dict:
-    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, loader=gen.get_state())
+    "Every random generator's state as tensors and numbers (so `torch.load(weights_only=True)` reads it back)."
+    v, py, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return dict(python=dict(version=v, state=torch.tensor(py, dtype=torch.int64), gauss=gauss),
+                numpy=dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), gauss=float(cached)),
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, loader=gen.get_state())
 
 def _set_rng_state(s:dict, gen):
-    random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch']); gen.set_state(s['loader'])
+    p, n = s['python'], s['numpy']
+    random.setstate((p['version'], tuple(p['state'].tolist()), p['gauss']))
+    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    torch.set_rng_state(s['torch']); gen.set_state(s['loader'])
     if s['cuda'] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+
+def _plain(v):
+    "`v` with numpy scalars as python numbers and numpy arrays as tensors (checkpoints hold only what `weights_only=True` loads)."
+    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list): return [_plain(x) for x in v]
+    if isinstance(v, tuple): return tuple(_plain(x) for x in v)
+    if isinstance(v, np.generic): return v.item()
+    if isinstance(v, np.ndarray): return torch.from_numpy(v.copy())
+    return v
+
+def _first_global(msg:str) -> str:
+    "The 'GLOBAL x.y' line of torch's weights_only error (what the file wanted to import)."
+    return next((l.strip() for l in msg.splitlines() if 'GLOBAL' in l or 'global' in l.split(':')[0]), msg.strip().splitlines()[-1])[:200]
+
+def load_checkpoint(path) -> dict:
+    "`torch.load(path, weights_only=True)` on the CPU: tensors, numbers, strings, lists, dicts only; a file that needs more is refused, naming it."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'allowed global' not in str(e) and 'Unsupported global' not in str(e):   # not a pickled object: a damaged or foreign file
+            raise ValueError(f"{path}: not a readable checkpoint (torch.load failed: {str(e).strip().splitlines()[-3 if len(str(e).strip().splitlines()) > 2 else -1][:200]})") from None
+        raise ValueError(f"{path}: refused: the file holds Python objects other than tensors, numbers, strings, lists and dicts "
+                         f"(torch.load(weights_only=True) would have to run code to read it: {_first_global(str(e))}). "
+                         f"Only open files you trust; checkpoints written by older fbp_nb versions (numpy RNG states) can be "
+                         f"re-saved with torch.save(torch.load(path, weights_only=False), path) if you trust them") from None
+    except Exception as e: raise ValueError(f"{path}: not a readable checkpoint (torch.load failed: {type(e).__name__}: {str(e)[:200]})") from None
 
 # %% ../nbs/05_learner.ipynb #321f770f
 class Learner:
@@ -394,8 +428,7 @@ def save(self:Learner, path) -> Path:
 def read_checkpoint(self:Learner, path) -> dict:
     "Load a checkpoint file (on the CPU) after checking that it is ours and fits this model."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    ck = torch.load(path, map_location='cpu', weights_only=False)   # our own files: they hold numpy RNG state
+    ck = load_checkpoint(path)   # weights_only=True: RNG states and configs are stored as tensors and plain values
     if not isinstance(ck, dict) or 'model' not in ck: raise ValueError(f"{path}: not a fbp_nb checkpoint (no 'model' entry)")
     self._check_arch(ck['model'], ck.get('arch'), path)
     return ck
@@ -414,9 +447,9 @@ def checkpoint(self:Learner) -> dict:
     "Everything needed to continue this fit exactly: weights, optimiser, scheduler, AMP scaler, RNGs, history, callbacks."
     return dict(model=self.raw_model.state_dict(), arch=self._arch(), opt=self.opt.state_dict(),
                 sched=self.sched.state_dict() if self.sched else None, grad_scaler=self.grad_scaler.state_dict(),
-                rng=_rng_state(self.gen), epoch=self.epoch, history=copy.deepcopy(self.history),
+                rng=_rng_state(self.gen), epoch=self.epoch, history=_plain(copy.deepcopy(self.history)),
                 target_scaler=self.target_scaler.state_dict() if self.target_scaler else None,
-                callbacks={k: c.state_dict() for k, c in self._cb_keys()})
+                callbacks=_plain({k: c.state_dict() for k, c in self._cb_keys()}))
 
 @patch
 def _cb_keys(self:Learner):

@@ -154,3 +154,32 @@ def test_train_real_scut_one_epoch(tmp_path):
     with open(tmp_path / 'test_predictions.csv') as f: rows = list(csv.DictReader(f))
     assert len(rows) == 2200 and len({row['name'] for row in rows}) == 2200
     assert all(1 <= float(row['target']) <= 5 for row in rows)
+
+# --- options that map to RunConfig fields, and runs evaluated from another folder ---------------------------------------
+
+def test_train_model_names_from_registry(tmp_path):
+    r = script('fbp_train', *TINY, '--model', 'mamba_cnn_B', '--stem', 'paper', '--fresh-lr-mult', '2', '--epochs', '1', '--out', str(tmp_path / 'b'))
+    assert r.returncode == 0, r.stderr
+    import json
+    cfg = json.loads((tmp_path / 'b' / 'config.json').read_text())
+    assert (cfg['model'], cfg['model_kwargs'], cfg['fresh_lr_mult'], cfg['arch']) == ('mamba_cnn_B', {'width_mult': 0.25, 'stem': 'paper'}, 2.0, 'compact')
+    r = script('fbp_train', '--model', 'mobilenet_v2', '--stem', 'paper')
+    assert r.returncode == 2 and 'fbp_train: error: --stem applies to Mamba-CNN, not mobilenet_v2' in r.stderr, r.stderr
+    r = script('fbp_train', '--model', 'resnext50', '--width-mult', '0.5')
+    assert r.returncode == 2 and '--width-mult applies to Mamba-CNN and MobileNetV2, not resnext50' in r.stderr, r.stderr
+    r = script('fbp_train', '--img-size', '16')
+    assert r.returncode == 2 and 'fbp_train: error: --img-size: must be >= 32' in r.stderr, r.stderr
+
+def test_eval_relative_root_from_another_folder(tmp_path):
+    "fbp_train --root scut (relative) in one folder; fbp_eval from another folder finds the data."
+    from fbp_nb.data import fake_scut_fbp5500
+    proj, other = tmp_path / 'proj', tmp_path / 'other'
+    fake_scut_fbp5500(proj / 'scut', n_per_group=10); other.mkdir()
+    exe = lambda name: shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    r = subprocess.run([exe('fbp_train'), '--data', 'scut', '--root', 'scut', '--val-frac', '0.2', '--img-size', '32', '--width-mult', '0.25',
+                        '--arch', 'compact', '--model', 'mamba_cnn_A', '--epochs', '1', '--batch-size', '8', '--device', 'cpu', '--no-progress',
+                        '--out', 'runs/rel'], cwd=proj, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    e = subprocess.run([exe('fbp_eval'), str(proj / 'runs' / 'rel' / 'model.pt'), '--device', 'cpu'], cwd=other, capture_output=True, text=True, timeout=300)
+    assert e.returncode == 0, e.stderr
+    assert e.stdout.strip().splitlines()[-1] == r.stdout.strip().splitlines()[-1]

@@ -1,5 +1,5 @@
 """Packaging: the package installs, imports without optional extras, and stays in sync with settings.ini and README."""
-import configparser, importlib, pathlib, subprocess, sys, zipfile
+import configparser, importlib, os, pathlib, re, shutil, subprocess, sys, sysconfig, tarfile, zipfile
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -55,3 +55,126 @@ def test_wheel_contents(tmp_path):
     for mod in ('ssm', 'scan', 'mamba', 'cli', '_modidx'): assert f'fbp_nb/{mod}.py' in names
     ep = next(n for n in names if n.endswith('entry_points.txt'))
     assert 'fbp = fbp_nb.cli:main' in zipfile.ZipFile(whl).read(ep).decode()
+
+
+# --- issue 13: the package installs from its sdist, as a library user expects --------------------------------------
+# One sdist -> wheel -> fresh venv build per session (fixture below); ~15 s on a 2-core machine.
+
+OPTIONAL = ('matplotlib', 'seaborn', 'ipywidgets', 'pytorch_grad_cam', 'einops', 'scipy', 'torchmetrics',
+            'pycocotools', 'cv2', 'openpyxl', 'yaml')   # never needed by `import fbp_nb.<module>`
+
+def _modules():
+    from fbp_nb._modidx import d
+    return sorted(d['syms'])
+
+def _run(args, **kw):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    return r
+
+def _build_sdist(out):
+    "`python -m build --sdist --no-isolation` (offline), else the legacy `setup.py sdist`."
+    r = _run([sys.executable, '-m', 'build', '--sdist', '--no-isolation', '--outdir', out, ROOT])
+    if r.returncode and 'No module named build' in r.stderr:
+        r = _run([sys.executable, 'setup.py', '-q', 'sdist', '-d', out], cwd=ROOT)
+    if r.returncode and 'No module named' in r.stderr: pytest.skip(f'no offline build backend: {r.stderr[-300:]}')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return next(pathlib.Path(out).glob('fbp_nb-*.tar.gz'))
+
+@pytest.fixture(scope='module')
+def sdist_install(tmp_path_factory):
+    "Build the sdist, build a wheel *from the sdist* (what `pip wheel dist/fbp_nb-*.tar.gz` does), install it into a fresh venv."
+    tmp = tmp_path_factory.mktemp('sdist')
+    sdist = _build_sdist(tmp / 'dist')
+    r = _run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index', '-q', '-w', tmp / 'wheel', sdist])
+    if r.returncode and 'No module named' in r.stderr: pytest.skip(f'no offline build backend: {r.stderr[-300:]}')
+    assert r.returncode == 0, f'the sdist does not build: {r.stderr[-2000:]}'
+    whl = next((tmp / 'wheel').glob('fbp_nb-*.whl'))
+    venv = tmp / 'venv'
+    _run([sys.executable, '-m', 'venv', '--without-pip', venv]).check_returncode()
+    py = venv / ('Scripts/python.exe' if os.name == 'nt' else 'bin/python')
+    # pip runs under the fresh interpreter (--python), which does not see this environment yet: nothing here is touched
+    r = _run([sys.executable, '-m', 'pip', '--python', py, 'install', '--no-deps', '--no-index', '-q', whl])
+    assert r.returncode == 0, r.stderr[-2000:]
+    # then give the fresh venv this environment's dependencies (torch, ...) without installing them again; a .pth line
+    # only appends the folder to sys.path (its own .pth files, like the editable install's finder, are not run)
+    site = pathlib.Path(_run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']).stdout.strip())
+    (site / '_fbp_nb_host_env.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
+    return dict(sdist=sdist, wheel=whl, venv=venv, py=py, site=site, tmp=tmp)
+
+def test_sdist_contents(sdist_install):
+    "The sdist carries what setup.py reads (settings.ini, README.md) plus LICENSE and CITATION.cff; no notebooks."
+    names = tarfile.open(sdist_install['sdist']).getnames()
+    top = names[0].split('/')[0]
+    for f in ('settings.ini', 'README.md', 'LICENSE', 'CITATION.cff', 'setup.py', 'fbp_nb/__init__.py', 'fbp_nb/models/__init__.py'):
+        assert f'{top}/{f}' in names, f'{f} missing from the sdist'
+    assert not [n for n in names if n.endswith('.ipynb') or '__pycache__' in n]
+
+def test_sdist_installs_and_imports_in_fresh_venv(sdist_install):
+    "Every module imports from the copy installed from the sdist (not the checkout), and the console scripts exist."
+    code = ("import importlib, pathlib, fbp_nb\n"
+            f"mods = {_modules()!r}\n"
+            "for m in mods: importlib.import_module(m)\n"
+            "print(fbp_nb.__version__); print(pathlib.Path(fbp_nb.__file__).resolve())")
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
+    r = _run([sdist_install['py'], '-c', code], cwd=sdist_install['tmp'], env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    version, path = r.stdout.split()[-2:]
+    assert version == S['version']
+    assert pathlib.Path(path).is_relative_to(sdist_install['site'].resolve()), f'imported {path}, not the sdist install'
+    bindir = sdist_install['py'].parent
+    for script in ('fbp', 'fbp_train', 'fbp_eval', 'fbp_predict'): assert (bindir / script).exists() or (bindir / f'{script}.exe').exists()
+
+def _requires_dist(wheel):
+    z = zipfile.ZipFile(wheel)
+    meta = z.read(next(n for n in z.namelist() if n.endswith('.dist-info/METADATA'))).decode()
+    return [l.split(':', 1)[1].strip() for l in meta.splitlines() if l.startswith('Requires-Dist:')]
+
+def _name(req): return re.split(r'[\s<>=!~;\[(]', req, maxsplit=1)[0].lower().replace('_', '-')
+
+def test_core_requirements_are_lean(sdist_install):
+    "Core Requires-Dist (no `extra ==` marker) has no notebook-only packages; the extras carry them."
+    reqs = _requires_dist(sdist_install['wheel'])
+    core = {_name(r) for r in reqs if 'extra ==' not in r}
+    assert {'torch', 'torchvision', 'numpy', 'pillow', 'fastcore'} <= core
+    for heavy in ('grad-cam', 'ipywidgets', 'seaborn', 'einops', 'jupyterlab', 'nbdev', 'pytest', 'torchmetrics', 'scipy'):
+        assert heavy not in core, f'{heavy} is a core requirement'
+    extra = lambda e: {_name(r) for r in reqs if re.search(rf'extra\s*==\s*["\']{e}["\']', r)}
+    assert 'grad-cam' in extra('interpret')
+    assert {'seaborn', 'ipywidgets', 'matplotlib', 'scipy'} <= extra('course')
+    assert extra('course') <= extra('dev') and {'nbdev', 'pytest'} <= extra('dev'), 'dev must stay a complete course + test env'
+    assert 'build' in extra('dev')
+
+def test_import_without_optional_packages():
+    "Every module imports with the course/interpret extras missing (imports of them stay inside functions)."
+    code = (f"import sys\nfor n in {OPTIONAL!r}: sys.modules[n] = None\n"
+            f"import importlib\nfor m in {_modules()!r}: importlib.import_module(m)\nprint('ok')")
+    r = _run([sys.executable, '-c', code], cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr[-3000:]
+
+def test_det_data_does_not_import_matplotlib():
+    code = "import sys, fbp_nb.det_data, fbp_nb.data, fbp_nb.metrics\nprint('matplotlib' in sys.modules)"
+    r = _run([sys.executable, '-c', code], cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == 'False', r.stdout + r.stderr[-2000:]
+
+def test_license_file_matches_settings():
+    text = (ROOT / 'LICENSE').read_text(encoding='utf-8')
+    assert S['license'] == 'apache2'
+    assert 'Apache License' in text and 'Version 2.0, January 2004' in text and 'END OF TERMS AND CONDITIONS' in text
+    assert 'Copyright 2026 fbp_nb contributors' in text
+    cff = (ROOT / 'CITATION.cff').read_text(encoding='utf-8')
+    assert 'cff-version: 1.2.0' in cff and 'license: Apache-2.0' in cff and 'references:' in cff
+    assert set((ROOT / 'MANIFEST.in').read_text().split()) >= {'settings.ini', 'README.md', 'LICENSE', 'CITATION.cff'}
+
+def _floor(name):
+    req = next(r for r in S['requirements'].split() if _name(r) == name)
+    m = re.search(r'>=\s*([0-9.]+)', req)
+    assert m, f'{name} needs a floor: {req}'
+    return tuple(int(x) for x in m.group(1).split('.')[:2])
+
+def test_torch_floors():
+    "torch.amp.GradScaler('cuda') needs torch 2.3; torchvision 0.18 is its release (transforms.v2 ToImage/ToDtype: 0.16)."
+    assert _floor('torch') >= (2, 3)
+    assert _floor('torchvision') >= (0, 18)
+    import torch, torchvision
+    from torchvision.transforms import v2
+    torch.amp.GradScaler('cuda', enabled=False); v2.ToImage(); v2.ToDtype(torch.float32, scale=True)

@@ -1,4 +1,5 @@
-"""Benchmark `fbp_nb.scan.selective_scan` against autograd through the sequential reference and mamba.py's pscan.
+"""Benchmark `fbp_nb.scan.selective_scan` against autograd through the sequential reference, our own parallel
+(Blelloch) scan `selective_scan_parallel` (autograd backward) and mamba.py's pscan.
 
 A script, not a test: timings on a shared machine are noisy, so every figure is printed next to a reference run
 in the same process, as a ratio. Peak memory is measured in a fresh child process per run (peak resident memory, VmHWM, on CPU/Linux,
@@ -24,10 +25,11 @@ def make(b, d, l, n, device, seed=0):
 
 def runner(impl, x, backward=True):
     "Return a callable doing one forward (+ backward) of implementation `impl` on inputs `x`."
-    from fbp_nb.scan import selective_scan, selective_scan_ref
+    from fbp_nb.scan import selective_scan, selective_scan_ref, selective_scan_parallel
     u, delta, A, B, C = x
     if impl == 'fast': f = lambda: selective_scan(u, delta, A, B, C, backend='torch')
     elif impl == 'ref': f = lambda: selective_scan_ref(u, delta, A, B, C)
+    elif impl == 'parallel': f = lambda: selective_scan_parallel(u, delta, A, B, C)   # Blelloch scan over time
     elif impl == 'mambapy':
         from mambapy.pscan import pscan
         # mamba.py works in (b, l, d) layout: give it its native layout, prepared outside the timed region
@@ -96,7 +98,7 @@ def main():
             x = make(*shape, device)
             print(f'\n== {device} (b, d, l, n) = {shape}, float32, forward + backward')
             t_fast = timeit(runner('fast', x), device, a.reps)
-            row = {'fast': t_fast}
+            row = {'fast': t_fast, 'parallel': timeit(runner('parallel', x), device, a.reps)}
             if mambapy: row['mambapy'] = timeit(runner('mambapy', x), device, a.reps)
             if not a.no_ref: row['ref'] = timeit(runner('ref', x), device, 1, warmup=False)   # one run: it is slow
             for k, t in row.items():
@@ -106,7 +108,7 @@ def main():
             f_fast = timeit(runner('fast', x, backward=False), device, a.reps)
             f_ref = timeit(runner('ref', x, backward=False), device, 2)
             print(f'  forward only: fast {f_fast*1e3:.1f} ms, reference loop {f_ref*1e3:.1f} ms  (fast / ref = {f_fast / f_ref:.3f})')
-            mem = {k: peak_mb(k, shape, device) for k in (['fast'] + (['mambapy'] if mambapy else []))}
+            mem = {k: peak_mb(k, shape, device) for k in (['fast', 'parallel'] + (['mambapy'] if mambapy else []))}
             print('  peak memory added by one forward+backward: ' + ', '.join(f'{k} {v:.0f} MB' for k, v in mem.items()))
 
 if __name__ == '__main__':

@@ -98,6 +98,7 @@ def report(a) -> dict:
         ms = [json.loads(p.read_text()) for p in runs]
         vals = {k: np.array([m['test'][k] for m in ms]) for k in ('PC', 'MAE', 'RMSE')}
         args = ms[0]['config']['args']
+        a.epochs, a.img_size = args['epochs'], args['img_size']   # the command of what was run, not of this call's defaults
         rows[row] = dict(label=labels_of(a)[row], seeds=[m['config']['args']['seed'] for m in ms], n_test=ms[0]['test']['n'],
                          epochs=args['epochs'], img_size=args['img_size'],
                          **{k: float(v.mean()) for k, v in vals.items()},
