@@ -16,8 +16,8 @@ from . import register_model
 # %% auto #0
 __all__ = ['GATES', 'MBV2_STAGES', 'TV_MBV2_STAGES', 'COMPACT_STAGES', 'VARIANTS', 'STEMS', 'IMAGENET_TRUNK', 'ConvBNAct',
            'InvertedResidual', 'OpenGate', 'MambaBlock', 'PyramidPool', 'MambaCNN', 'count_params', 'count_flops',
-           'complexity_table', 'read_state_dict', 'check_state_dict', 'load_weights', 'freeze_bn', 'unfreeze_bn',
-           'is_bn_frozen', 'mobilenet_v2_regressor', 'is_mobilenet_v2_state_dict', 'mobilenet_v2_key_map',
+           'complexity_table', 'read_state_dict', 'is_mobilenet_v2_state_dict', 'check_state_dict', 'load_weights',
+           'freeze_bn', 'unfreeze_bn', 'is_bn_frozen', 'mobilenet_v2_regressor', 'mobilenet_v2_key_map',
            'load_mobilenet_v2_trunk', 'train_throughput', 'plot_pred_vs_true']
 
 # %% ../../nbs/06_mamba_cnn.ipynb #2ac338b0
@@ -272,6 +272,10 @@ def read_state_dict(path, # a file written by `torch.save`: a state dict or a ch
     if all(k.startswith('module.') for k in sd): sd = {k[len('module.'):]: v for k, v in sd.items()}
     return sd
 
+def is_mobilenet_v2_state_dict(sd:dict) -> bool:
+    "True for a torchvision MobileNetV2 state dict (classifier or regressor): keys `features.0.0.weight` ... `features.18.*`."
+    return 'features.0.0.weight' in sd and 'features.18.0.weight' in sd
+
 def check_state_dict(model:nn.Module, sd:dict, source='state dict', strict:bool=True):
     "Raise a ValueError naming the model class and the offending keys when `sd` does not fit `model`."
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -370,9 +374,7 @@ def mobilenet_v2_regressor(weights=None, # None (random init) or the path to a M
     return m
 
 # %% ../../nbs/06_mamba_cnn.ipynb #ea2c97db
-def is_mobilenet_v2_state_dict(sd:dict) -> bool:
-    "True for a torchvision MobileNetV2 state dict (classifier or regressor): keys `features.0.0.weight` ... `features.18.*`."
-    return 'features.0.0.weight' in sd and 'features.18.0.weight' in sd
+IMAGENET_TRUNK = dict(stem='mbv2', gate='open', last_channel=1280)   # what an ImageNet MobileNetV2 file fits one-to-one
 
 def mobilenet_v2_key_map(model:MambaCNN) -> dict:
     "{MambaCNN key: torchvision MobileNetV2 key} for every trunk tensor: stem, the 17 blocks and the final 1x1 conv."
@@ -402,8 +404,6 @@ def load_mobilenet_v2_trunk(model:MambaCNN, sd, # a MobileNetV2 state dict, or t
     return sorted(kmap)
 
 # %% ../../nbs/06_mamba_cnn.ipynb #a0d92397
-IMAGENET_TRUNK = dict(stem='mbv2', gate='open', last_channel=1280)   # what an ImageNet MobileNetV2 file fits one-to-one
-
 def _is_mbv2_file(path) -> bool:
     return path is not None and is_mobilenet_v2_state_dict(read_state_dict(path))
 
@@ -415,15 +415,16 @@ def _mamba_cnn_builder(variant:str, compact:bool=False):
     build.__name__ = f"mamba_cnn_{variant}" + ('_compact' if compact else '')
     return build
 
+# overwrite=True: this notebook re-defines the builders that the package module already registered (a re-run replaces them)
 _PARTS = dict(A='inverted residual + GAP', B='inverted residual + pyramid', C='MambaBlock (gate) + GAP', D='MambaBlock (gate) + pyramid')
 for _v in 'ABCD':
-    register_model(f'mamba_cnn_{_v}', fn=_mamba_cnn_builder(_v), input_size=224, tv_weights='MobileNet_V2_Weights.IMAGENET1K_V1',
+    register_model(f'mamba_cnn_{_v}', fn=_mamba_cnn_builder(_v), overwrite=True, input_size=224, tv_weights='MobileNet_V2_Weights.IMAGENET1K_V1',
                    pretrained='an ImageNet MobileNetV2 state dict (loads the trunk one-to-one) or a MambaCNN state dict',
                    description=f'Mamba-CNN {_v}: {_PARTS[_v]} (chapter 06)')
-    register_model(f'mamba_cnn_{_v}_compact', fn=_mamba_cnn_builder(_v, compact=True), input_size=64,
+    register_model(f'mamba_cnn_{_v}_compact', fn=_mamba_cnn_builder(_v, compact=True), overwrite=True, input_size=64,
                    pretrained='a MambaCNN state dict', description=f'Mamba-CNN {_v}, 7 blocks, stride 16, for 64 px inputs (chapter 06)')
 
-@register_model('mobilenet_v2', input_size=224, tv_weights='MobileNet_V2_Weights.IMAGENET1K_V1',
+@register_model('mobilenet_v2', overwrite=True, input_size=224, tv_weights='MobileNet_V2_Weights.IMAGENET1K_V1',
                 pretrained='an ImageNet MobileNetV2 state dict (BatchNorm frozen) or a regressor state dict',
                 description="torchvision's MobileNetV2 with a 1-output head (chapter 06)")
 def _mobilenet_v2(pretrained=None, **kw):
