@@ -31,10 +31,7 @@ def selective_scan_ref(u:Tensor,  # (b, d, l) input
                        delta_softplus:bool=False,  # apply softplus to delta (+ bias)
                        return_last_state:bool=False):  # also return the final state (b, d, n)
     "Sequential reference selective scan (slow, readable): out, or (out, last_state)."
-    dtype_in = u.dtype
-    u, delta, A, B, C = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for x in (u, delta, A, B, C))
-    if delta_bias is not None: delta = delta + delta_bias[..., None].to(delta.dtype)
-    if delta_softplus: delta = F.softplus(delta)
+    dtype_in, (u, delta, A, B, C) = u.dtype, _prep_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     b, d, l = u.shape
     n = A.shape[1]
     Bx, Cx = _expand_bc(B, b, d, n, l), _expand_bc(C, b, d, n, l)   # (b, d, n, l)
@@ -50,6 +47,13 @@ def selective_scan_ref(u:Tensor,  # (b, d, l) input
     if z is not None: y = y * F.silu(z.to(y.dtype))
     y = y.to(dtype_in)
     return (y, h) if return_last_state else y
+
+def _prep_inputs(u, delta, A, B, C, delta_bias=None, delta_softplus=False):
+    "Half-precision inputs to float32; delta with its bias and softplus applied (the readable scans share this)."
+    u, delta, A, B, C = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for x in (u, delta, A, B, C))
+    if delta_bias is not None: delta = delta + delta_bias[..., None].to(delta.dtype)
+    if delta_softplus: delta = F.softplus(delta)
+    return u, delta, A, B, C
 
 # %% ../nbs/01_scan.ipynb #f0e0f9a7
 def scan_combine(a1:Tensor, b1:Tensor, a2:Tensor, b2:Tensor) -> tuple[Tensor, Tensor]:
@@ -108,10 +112,7 @@ def selective_scan_parallel(u:Tensor,  # (b, d, l) input
                             return_last_state:bool=False,  # also return the final state (b, d, n)
                             *, method:str='blelloch'):  # see `parallel_scan`
     "Selective scan by a parallel scan over time (autograd backward): out, or (out, last_state); inputs as `selective_scan_ref`."
-    dtype_in = u.dtype
-    u, delta, A, B, C = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for x in (u, delta, A, B, C))
-    if delta_bias is not None: delta = delta + delta_bias[..., None].to(delta.dtype)
-    if delta_softplus: delta = F.softplus(delta)
+    dtype_in, (u, delta, A, B, C) = u.dtype, _prep_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
     b, d, l = u.shape
     n = A.shape[1]
     Bt, Ct = (_expand_bc(M, b, d, n, l).permute(3, 0, 1, 2) for M in (B, C))    # (l, b, d, n) time first
