@@ -87,12 +87,8 @@ def extract_into(zip_path, folder) -> Path:
 
 
 def image_size(path):
-    "(w, h) of an image from its header (fast, no decoding); a missing or unreadable file raises an error naming it."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"image {path} not found")
-    try:
-        with Image.open(path) as im: return im.size
-    except (OSError, SyntaxError, ValueError) as e: raise ValueError(f"unreadable image {path}: {e}") from e
+    "(w, h) of an image from its header (fast, no decoding); a missing, unreadable or oversized file raises naming it."
+    return fd.image_size(path)
 
 
 def quiet_load(make, what, missing_ok=False):

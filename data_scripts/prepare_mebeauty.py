@@ -5,7 +5,8 @@ Example:
   python data_scripts/prepare_mebeauty.py --root data/MEBeauty-database-main --no-decode
 Checks that every score file parses (file:line on errors), scores are within 1-10, names are unique, the splits
 are disjoint and every listed image exists (the release's cropped folder is known to miss some: --allow-missing
-reports them without failing; load with MEBeauty(..., on_missing='skip')). Prints sha256 of the score files and
+reports them without failing; load with MEBeauty(..., on_missing='skip')). Names in quotes (with spaces, as released)
+are read as one name; a name listed twice in one file is reported (its rows' scores, and the mean the loader keeps). Prints sha256 of the score files and
 a one-line summary; exits 1 when something is wrong.
 """
 
@@ -17,15 +18,20 @@ SPLITS = ('train', 'val', 'test')
 
 def check(root, year=2022, decode=True, allow_missing=False):
     "Run the checks on the MEBeauty folder `root`; return (problems, summary)."
-    problems, seen, counts, n_missing, all_paths = [], {}, {}, 0, []
+    problems, seen, counts, n_missing, n_dup, all_paths = [], {}, {}, 0, 0, []
     for s in SPLITS:
         f = root/'scores'/f'{s}_{year}.txt'
         if not f.is_file():
             problems.append(f"missing {f}"); continue
         print(f"sha256 {sha256(f)}  {f.relative_to(root)}")
-        try: names, scores, lines = fd.read_score_file(f, fd.MEBeauty.scale)
+        try: res = fd.read_score_file(f, fd.MEBeauty.scale, duplicates='mean')
         except ValueError as e:
             problems.append(str(e)); continue
+        names, scores, lines = res
+        for n, ls, vs, kept in res.duplicates:
+            print(f"note: {f}:{','.join(map(str, ls))}: {n} listed {len(ls)} times, scores {vs}"
+                  f"{'' if len(set(vs)) == 1 else ' (differ)'}; MEBeauty keeps one row, score {kept:g}")
+        n_dup += len(res.duplicates)
         counts[s] = len(names)
         rel = [n[2:] if n.startswith('./') else n for n in names]
         for n, ln in zip(rel, lines):
@@ -41,7 +47,7 @@ def check(root, year=2022, decode=True, allow_missing=False):
         all_paths += [p for p in paths if p.is_file()]
     dec = decode_check(all_paths, 'MEBeauty', problems) if decode else 'decode skipped'
     summary = (' / '.join(f"{s} {counts[s]}" for s in SPLITS if s in counts) +
-               f" images, scale 1-10, {n_missing} listed but missing, {dec}")
+               f" images, scale 1-10, {n_missing} listed but missing, {n_dup} listed twice, {dec}")
     return problems, summary
 
 

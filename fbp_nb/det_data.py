@@ -4,13 +4,14 @@
 
 # %% ../nbs/03b_detection_data.ipynb #9883f6cd
 from __future__ import annotations
-import os, re, warnings
+import os, re, math, warnings
 from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 from PIL import Image
+from .data import load_image as _read_image, image_size as _header_size, read_text
 
 # %% auto #0
 __all__ = ['EMOTIONS', 'IMG_EXTS', 'RAF_LABELS', 'DetectionDataError', 'letterbox', 'unletterbox_boxes', 'to_tensor01',
@@ -115,7 +116,9 @@ class DetectionDataset(torch.utils.data.Dataset):
     @property
     def names(self): return [f.name for f in self.files]
     def __len__(self): return len(self.files)
-    def load_image(self, i) -> Image.Image: return Image.open(self.files[i]).convert('RGB')
+    def load_image(self, i) -> Image.Image:
+        "Image `i` as 8-bit RGB through `fbp_nb.data.load_image` (EXIF orientation, 16-bit/float, bombs refused)."
+        return _read_image(self.files[i])
     def labels(self, i) -> np.ndarray: return self._labels[i]
     def _px_boxes(self, i, w, h):
         b = self._boxes[i].copy()
@@ -143,7 +146,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 # %% ../nbs/03b_detection_data.ipynb #422f6d58
 def _read_yaml(path):
     "Read a small YAML file (data.yaml); uses PyYAML when installed, else a minimal `key: value` / `[a, b]` parser."
-    text = Path(path).read_text()
+    text = read_text(path, 'data.yaml')
     try:
         import yaml
         return yaml.safe_load(text) or {}
@@ -170,7 +173,7 @@ def parse_yolo_labels(path,                    # label file
     "Parse one YOLO label file -> (boxes (k, 4) normalised xyxy, labels (k,), n_clipped)."
     problems = problems or _Problems('raise')
     boxes, labels, clipped = [], [], 0
-    for ln, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for ln, line in enumerate(read_text(path, 'YOLO label file').splitlines(), 1):
         p = line.split()
         if not p: continue
         where = f"{path}:{ln}"
@@ -179,6 +182,8 @@ def parse_yolo_labels(path,                    # label file
             problems(f"{where}: expected 5 fields 'cls cx cy w h', got {len(p)}{hint}: {line.strip()[:60]!r}"); continue
         try: c, v = float(p[0]), [float(x) for x in p[1:]]
         except ValueError: problems(f"{where}: non-numeric field in {line.strip()!r}"); continue
+        if not all(math.isfinite(x) for x in [c, *v]):
+            problems(f"{where}: value not finite (nan/inf) in {line.strip()!r}"); continue
         if c != int(c) or not 0 <= c < n_classes:
             problems(f"{where}: class id {p[0]} out of range [0, {n_classes})"); continue
         cx, cy, w, h = v
@@ -282,6 +287,8 @@ def _check_px_boxes(boxes, labels, wh, n_classes, where, problems):
     w, h = wh; keep = []
     for j, (bx, c) in enumerate(zip(boxes, labels)):
         x1, y1, x2, y2 = (float(v) for v in bx)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            problems(f"{where}: box {j}: coordinates not finite ({x1:g}, {y1:g}, {x2:g}, {y2:g})"); continue
         if not 0 <= c < n_classes: problems(f"{where}: box {j}: class id {c} out of range [0, {n_classes})"); continue
         if x2 <= x1 or y2 <= y1: problems(f"{where}: box {j}: x2 <= x1 or y2 <= y1 in ({x1:g}, {y1:g}, {x2:g}, {y2:g})"); continue
         if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
@@ -291,9 +298,8 @@ def _check_px_boxes(boxes, labels, wh, n_classes, where, problems):
 
 def _image_size(path, where, problems):
     if not Path(path).exists(): problems(f"{where}: image {path} not found"); return None
-    try:
-        with Image.open(path) as im: return im.size
-    except (OSError, Image.UnidentifiedImageError) as e:   # not an image, or a truncated header
+    try: return _header_size(path)                         # header only; refuses decompression bombs
+    except (OSError, ValueError) as e:                      # not an image, a truncated header, a bomb
         problems(f"{where}: image {path} cannot be read ({type(e).__name__}: {e})"); return None
 
 def read_box_lines(ann_file, root=None, n_classes:int=len(EMOTIONS), problems=None) -> dict:
@@ -301,7 +307,7 @@ def read_box_lines(ann_file, root=None, n_classes:int=len(EMOTIONS), problems=No
     ann_file = Path(ann_file)
     if not ann_file.exists(): raise FileNotFoundError(f"annotation file {ann_file} does not exist")
     root, problems, out = Path(root) if root is not None else ann_file.parent, problems or _Problems('raise'), {}
-    for ln, line in enumerate(ann_file.read_text().splitlines(), 1):
+    for ln, line in enumerate(read_text(ann_file, 'annotation file').splitlines(), 1):
         if not line.strip(): continue
         where = f"{ann_file}:{ln}"
         try: p, b, l = parse_box_line(line, where)
@@ -341,7 +347,7 @@ class RAFDBDetection(DetectionDataset):
         lf = next((p for p in [root / 'EmoLabel' / 'list_patition_label.txt', root / 'list_patition_label.txt'] if p.exists()), None)
         if lf is None: raise FileNotFoundError(f"RAFDBDetection: no list_patition_label.txt under {root} (or {root}/EmoLabel)")
         probs, files, boxes, labels = _Problems(on_error), [], [], []
-        for ln, line in enumerate(lf.read_text().splitlines(), 1):
+        for ln, line in enumerate(read_text(lf, 'label list').splitlines(), 1):
             p = line.split()
             if not p: continue
             where = f"{lf}:{ln}"
@@ -354,7 +360,7 @@ class RAFDBDetection(DetectionDataset):
             if wh is None: continue
             bf = root / 'Annotation' / 'boxes' / f"{Path(name).stem}_boxes.txt"
             if not bf.exists(): probs(f"{where}: boxes file {bf} not found"); continue
-            v = bf.read_text().split()
+            v = read_text(bf, 'boxes file').split()
             try: b = np.array([float(x) for x in v], np.float32)
             except ValueError: b = np.zeros(0)
             if len(b) != 4: probs(f"{bf}:1: expected 4 numbers 'x1 y1 x2 y2', got {' '.join(v)!r}"); continue

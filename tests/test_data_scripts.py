@@ -95,6 +95,16 @@ def test_mebeauty_fixture(tmp_path):
     assert rc == 1 and 'is not a folder' in out
 
 
+def test_mebeauty_release_format(tmp_path):
+    "The released format: quoted names with spaces, one name listed twice, one listed image missing per split."
+    root = fd.fake_mebeauty(tmp_path/'MEBeauty-database-main', release=True)
+    rc, out = run('prepare_mebeauty.py', '--root', root)
+    assert rc == 1 and 'not on disk' in out and '--allow-missing' in out, out
+    rc, out = run('prepare_mebeauty.py', '--root', root, '--allow-missing')
+    assert rc == 0 and '3 listed but missing, 1 listed twice' in out and '13/13 decode' in out, out
+    assert 'listed 2 times' in out and 'keeps one row' in out and ' (1).jpg' in out
+
+
 def test_kdef_fixture(tmp_path):
     root = fd.fake_kdef_pt(tmp_path/'KDEF-PT')
     rc, out = run('prepare_kdef_pt.py', '--root', root, '--expected', 30)
@@ -187,7 +197,7 @@ def test_rafdb_fixture_problems(tmp_path):
     (tmp_path/'b2'/'Image'/'original'/'train_00003.jpg').write_bytes(b'not a jpeg')
     rc, out = run('prepare_rafdb.py', '--root', tmp_path/'b2', '--expected', 3, 1)
     assert rc == 1 and '1 listed images unreadable' in out and 'train_00003.jpg' in out
-    assert '1 images do not decode' in out and 'train_00003.jpg cannot be read (UnidentifiedImageError' in out
+    assert '1 images do not decode' in out and 'train_00003.jpg cannot be read (ImageReadError' in out and 'cannot identify image file' in out
     shutil.rmtree(tmp_path/'b2'/'Image'/'original')
     (tmp_path/'b2'/'Image'/'original.zip').write_bytes(b'')
     rc, out = run('prepare_rafdb.py', '--root', tmp_path/'b2')
