@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #ec370bc0
 from __future__ import annotations
-import argparse, json, platform, sys, time
+import argparse, errno, io, json, os, platform, sys, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,8 +18,8 @@ from .train import (RunConfig, DATASETS, run, read_run, stored_config, evaluate 
                           print_metrics)
 
 # %% auto #0
-__all__ = ['info', 'demo', 'main', 'config_from_args', 'args_from_config', 'train', 'train_main', 'evaluate', 'eval_main',
-           'predict_main']
+__all__ = ['info', 'demo', 'main', 'config_from_args', 'args_from_config', 'train', 'error_message', 'train_main', 'evaluate',
+           'eval_main', 'predict_main']
 
 # %% ../nbs/90_cli.ipynb #f32fa4c8
 def info() -> dict:
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'fbp_nb {fbp_nb.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     sub.add_parser('info', help='print versions, devices and optional backends')
-    sub.add_parser('train', help='= fbp_train: train Mamba-CNN (default: on embedded synthetic faces, ~1 min on CPU)', add_help=False)
+    sub.add_parser('train', help='= fbp_train: train Mamba-CNN (default: on embedded synthetic faces, under 3 min on CPU)', add_help=False)
     sub.add_parser('eval', help='= fbp_eval: score a checkpoint on a data split', add_help=False)
     sub.add_parser('predict', help='= fbp_predict: score face photos with a checkpoint', add_help=False)
     d = sub.add_parser('demo', help='main job: selective vs LTI Mamba on selective copying (no downloads, ~2 min on CPU)')
@@ -83,7 +83,7 @@ def main(argv:list[str]|None=None) -> int:
 
 # %% ../nbs/90_cli.ipynb #4c3c94e8
 _RUN_KEYS = ('data', 'root', 'protocol', 'val_frac', 'model', 'arch', 'augment', 'img_size', 'width_mult', 'batch_size',
-             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule')
+             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule', 'align', 'on_missing')
 # fixed for a run: taken from the checkpoint on --resume
 
 def _model_name(s):
@@ -108,17 +108,19 @@ def _add_data_args(p, for_train:bool):
     p.add_argument('--root', help='data set folder (required for scut, mebeauty, kdef)')
     p.add_argument('--protocol', default='60-40' if for_train else None, help="scut: 60-40 or a cross-validation fold 1..5 (default: 60-40)")
     p.add_argument('--val-frac', type=float, default=0.1 if for_train else None, help='fraction of the training split held out for validation (scut, kdef; default: 0.1)')
-    p.add_argument('--n-train', type=_pos_int, default=3000 if for_train else None, help='synth: training images (default: 3000)')
+    p.add_argument('--n-train', type=_pos_int, default=12000 if for_train else None, help='synth: training images (default: 12000)')
     p.add_argument('--n-val', type=_pos_int, default=300 if for_train else None, help='synth: validation images (default: 300)')
     p.add_argument('--n-test', type=_pos_int, default=500 if for_train else None, help='synth: test images (default: 500)')
-    p.add_argument('--cache', choices=('none', 'memory'), default='none', help='keep decoded real images in memory (synth always is)')
+    p.add_argument('--cache', choices=('none', 'memory'), default='none', help='keep decoded real images in memory (synth always is; also decodes every image before training)')
+    p.add_argument('--on-missing', choices=('error', 'skip'), default='error' if for_train else None,
+                   help="images listed by the data set's files but not on disk: error, or skip them (counted and reported)" + (" (default: error)" if for_train else " (default: the checkpoint's)"))
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N or mps (default: auto)')
     p.add_argument('--batch-size', type=_pos_int, default=32 if for_train else None, help='batch size (default: 32)')
     p.add_argument('--workers', type=int, default=0, help='DataLoader worker processes (default: 0)')
 
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='fbp_train', description='Train a facial-beauty regressor (Mamba-CNN by default) and score the held-out test split. '
-                                'With no arguments: Mamba-CNN D on the embedded synthetic faces, ~1 min on a 2-core CPU.')
+                                'With no arguments: Mamba-CNN D on the embedded synthetic faces, under 3 min on a 2-core CPU.')
     _add_data_args(p, True)
     p.add_argument('--model', type=_model_name, default='mamba_cnn_D', metavar='MODEL',
                    help="any name of list_models(task='regression'): mamba_cnn_A..D, mobilenet_v2, resnext50, inception_v3, two_branch_increx, ... (default: mamba_cnn_D)")
@@ -131,11 +133,14 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument('--fresh-lr-mult', type=_pos_float, default=1.0,
                    help='with --weights: learning rate of the tensors not in the file (head, pyramid, gates) = --lr times this (default: 1)')
     p.add_argument('--width-mult', type=_pos_float, default=1.0, help='channel multiplier (default: 1.0)')
+    p.add_argument('--align', choices=('none', 'landmarks', 'detector'), default='none',
+                   help="face crop: none (the images as released), landmarks (SCUT-FBP5500: Dynamic ER-CNN crop from the landmark files) or "
+                        "detector (OpenCV Haar aligner, the same crop without landmarks); stored in the run, fbp_eval/fbp_predict use it (default: none)")
     p.add_argument('--img-size', type=int, default=64, help='network input side in pixels, >= 32 (default: 64)')
-    p.add_argument('--epochs', type=_pos_int, default=8, help='epochs (total, also with --resume; default: 8)')
-    p.add_argument('--lr', type=_pos_float, default=None, help='AdamW learning rate (default: 1e-3 from scratch, 1e-4 with --weights)')
+    p.add_argument('--epochs', type=_pos_int, default=5, help='epochs (total, also with --resume; default: 5)')
+    p.add_argument('--lr', type=_pos_float, default=None, help='AdamW learning rate (default: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos)')
     p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine'), default='auto',
-                   help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; auto: cosine with --weights, else plateau')
+                   help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; auto: cosine with --weights or on synth, else plateau')
     p.add_argument('--loss', choices=LOSS_NAMES, default='mse', help='training loss (default: mse); the robust ones are dynamic by default (07_losses)')
     p.add_argument('--loss-param', type=_pos_float, nargs='+', metavar='P',
                    help='robust losses: one value = fixed parameter; two values P_MAX P_MIN = dynamic over the epochs '
@@ -178,7 +183,7 @@ def _explicit(p:argparse.ArgumentParser, argv) -> set:
 # %% ../nbs/90_cli.ipynb #08afdf03
 def _resume_args(a, given:set):
     "Replace the run-defining options of `a` by those stored in the `--resume` checkpoint; a conflicting one is an error."
-    stored = args_from_config(stored_config(read_run(a.resume)['config']))
+    stored = args_from_config(stored_config(read_run(a.resume, resume=True)['config']))
     for k in _RUN_KEYS:
         v = str(getattr(a, k)) if k == 'protocol' else getattr(a, k)
         if k in given and v != stored[k]:
@@ -196,11 +201,54 @@ def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     return run(config_from_args(a), resume=a.resume, progress=not a.no_progress).test
 
 # %% ../nbs/90_cli.ipynb #6812d582
+def _safe_streams():
+    "stdout/stderr that never fail on a file name that is not valid UTF-8 (its bytes are printed as \\x.. / \\udc.. escapes)."
+    for s in (sys.stdout, sys.stderr):
+        try: s.reconfigure(errors='backslashreplace')
+        except (AttributeError, ValueError, io.UnsupportedOperation): pass   # a StringIO or a notebook stream: nothing to do
+
+def _printable(s) -> str:
+    "`s` as text any terminal can print: undecodable bytes and lone surrogates of non-UTF-8 file names become escapes."
+    return str(s).encode('utf-8', 'backslashreplace').decode('utf-8')
+
+def _file_of(e:BaseException):
+    "The file an exception was about, found in its traceback (an open file object, or a `path`/`file` variable), or None."
+    tb, found = e.__traceback__, None
+    while tb is not None:
+        for k, v in tb.tb_frame.f_locals.items():
+            if isinstance(v, io.IOBase) and isinstance(getattr(v, 'name', None), (str, bytes)): found = v.name
+            elif k in ('path', 'file', 'fname', 'p') and isinstance(v, (str, Path)) and str(v) and os.path.exists(v): found = v
+        tb = tb.tb_next
+    return found                                                 # the innermost one
+
+def error_message(e:BaseException) -> str|None:
+    "The one-line message for an expected failure `e` (bad data, options, files, a diverged run), None for a bug."
+    from PIL import Image
+    f = _file_of(e)
+    about = lambda msg: msg if f is None or str(f) in msg else f"{f}: {msg}"
+    if isinstance(e, UnicodeDecodeError):
+        return about(f"not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8")
+    if isinstance(e, Image.DecompressionBombError): return about(f"refused: {e}")
+    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return f"out of {'GPU ' if isinstance(e, torch.cuda.OutOfMemoryError) else ''}memory: lower --batch-size or --img-size (or --workers, --cache none)"
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.strerror:
+        name = e.filename if e.filename is not None else f
+        hint = {errno.ENOSPC: ': free some space or write elsewhere (--out)', errno.EACCES: ': check the permissions',
+                errno.EROFS: ': write elsewhere (--out)'}.get(e.errno, '')
+        return f"{e.strerror}" + (f": {name}" if name is not None else '') + hint
+    if isinstance(e, (ValueError, OSError, ImportError, FloatingPointError, OverflowError)): return about(str(e))
+    if isinstance(e, (KeyError, IndexError)):               # data that does not fit (e.g. 5-point landmarks), or a bug
+        return about(f"{type(e).__name__}: {e} (set FBP_DEBUG=1 to see the traceback if this is not a data problem)")
+    return None
+
 def _run(prog:str, fn) -> int:
-    "Call `fn()`; a ValueError/FileNotFoundError/ImportError becomes `prog: error: ...` on stderr and exit code 2."
+    "Call `fn()`; an expected failure becomes `prog: error: ...` on stderr and exit code 2; a bug keeps its traceback."
+    _safe_streams()
     try: fn(); return 0
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f'{prog}: error: {e}', file=sys.stderr); return 2
+    except Exception as e:
+        msg = error_message(e)
+        if msg is None or os.environ.get('FBP_DEBUG'): raise
+        print(f'{prog}: error: {_printable(msg)}', file=sys.stderr); return 2
 
 def train_main(argv:list[str]|None=None) -> int:
     "Console entry point of `fbp_train` (also `fbp train`)."
@@ -223,11 +271,17 @@ def evaluate(a:argparse.Namespace) -> dict:
     "Run `fbp_eval` with parsed options `a`; returns the metrics."
     resolve_device(a.device)
     cfg = read_run(a.ckpt)['config']
-    changes = {k: getattr(a, k) for k in ('data', 'protocol', 'val_frac', 'n_train', 'n_val', 'n_test') if getattr(a, k) is not None}
+    changes = {k: getattr(a, k) for k in ('data', 'protocol', 'val_frac', 'n_train', 'n_val', 'n_test', 'on_missing') if getattr(a, k) is not None}
     if 'protocol' in changes: changes['protocol'] = str(changes['protocol'])
     m, table = evaluate_run(a.ckpt, a.split, device=a.device, workers=a.workers, model=a.model, batch_size=a.batch_size, root=a.root,
                             cache=None if a.cache == 'none' else a.cache, **changes)
-    print(f"{a.ckpt}: {stored_config(cfg).model} trained on {cfg['data']}, scored on {changes.get('data', cfg['data'])} {a.split}")
+    c = stored_config(cfg)
+    print(f"{a.ckpt}: {c.model} trained on {cfg['data']}" + (f" (--align {c.align})" if c.align != 'none' else '')
+          + f", scored on {changes.get('data', cfg['data'])} {a.split} with the same crop")
+    if 'mapped_from' in m:
+        (lo, hi), data = m['mapped_from'], changes.get('data', cfg['data'])
+        print(f"note: the model predicts on the {lo:g}-{hi:g} scale of {cfg['data']}; its predictions were mapped linearly onto the "
+              f"score scale of {data} before PC/MAE/RMSE")
     print_metrics(a.split, m, table)
     print(metrics_line(m), flush=True)
     return m
@@ -242,8 +296,13 @@ def _predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='fbp_predict', description='Score face photos on the 1-5 beauty scale with a fbp_train checkpoint.')
     p.add_argument('ckpt', metavar='CKPT', help='model.pt written by fbp_train')
     p.add_argument('images', metavar='IMAGE', nargs='+', help='photo files (jpg, png, ...)')
-    p.add_argument('--no-align', action='store_true', help='skip the OpenCV face aligner (used when installed)')
+    p.add_argument('--align', choices=('none', 'landmarks', 'detector'), default=None,
+                   help="override the face crop (default: the one the checkpoint was trained with, fbp_train --align; "
+                        "landmarks and detector both use the OpenCV aligner on photos)")
+    p.add_argument('--no-align', action='store_true', help='same as --align none: score the whole photos')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N or mps (default: auto)')
+    p.add_argument('--cam', metavar='DIR', default=None, help='also write a Grad-CAM overlay per photo into DIR (needs fbp_nb[interpret]; chapter 13)')
+    p.add_argument('--cam-method', default='gradcam', help='a method of fbp_nb.interpret.METHODS (default: gradcam)')
     return p
 
 def predict_main(argv:list[str]|None=None) -> int:
@@ -251,8 +310,13 @@ def predict_main(argv:list[str]|None=None) -> int:
     a = _predict_parser().parse_args(sys.argv[1:] if argv is None else argv)
     def go():
         resolve_device(a.device)
-        res = predict_photos(a.ckpt, a.images, not a.no_align, a.device)
+        if a.no_align and a.align not in (None, 'none'): raise ValueError(f"--no-align contradicts --align {a.align}")
+        res = predict_photos(a.ckpt, a.images, 'none' if a.no_align else a.align, a.device)
         lo, hi = read_run(a.ckpt)['config']['scale']
         extra = (lo, hi) != (1., 5.)
         for p, s15, raw in res: print(f"{p}\t{s15:.3f}" + (f"\t({raw:.3f} on {lo:g}-{hi:g})" if extra else ''))
+        if a.cam is not None:
+            from fbp_nb.interpret import write_overlays   # optional extra: imported only when asked for
+            for f in write_overlays(a.ckpt, a.images, a.cam, method=a.cam_method, align='none' if a.no_align else a.align, device=a.device):
+                print(f"wrote {f}")
     return _run('fbp_predict', go)

@@ -14,9 +14,10 @@ from fastcore.basics import patch
 from .metrics import fit_minmax, normalize, denormalize, regression_metrics
 
 # %% auto #0
-__all__ = ['EVENTS', 'resolve_device', 'seed_everything', 'seed_worker', 'dataset_targets', 'TargetScaler', 'Callback',
-           'CancelFitException', 'load_checkpoint', 'Learner', 'EarlyStopping', 'ParamScheduler', 'CosineLR',
-           'ProgressCallback', 'HistoryCallback', 'CheckpointCallback', 'plot_history']
+__all__ = ['EVENTS', 'resolve_device', 'gpu_cell', 'seed_everything', 'seed_worker', 'dataset_targets', 'TargetScaler',
+           'Callback', 'CancelFitException', 'DivergenceError', 'load_checkpoint', 'state_health', 'DivergenceCheck',
+           'Learner', 'EarlyStopping', 'ParamScheduler', 'CosineLR', 'ProgressCallback', 'HistoryCallback',
+           'CheckpointCallback', 'plot_history']
 
 # %% ../nbs/05_learner.ipynb #ea024965
 def _mps_ok() -> bool: return getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
@@ -36,6 +37,14 @@ def resolve_device(device:str='auto', # 'auto' (CUDA, then MPS, then CPU), 'cpu'
             raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
     if dev.type == 'mps' and not _mps_ok(): raise ValueError(f"--device {device}: MPS is not available on this machine")
     return dev
+
+# %% ../nbs/05_learner.ipynb #492fed69
+def gpu_cell(what:str='this cell', # what needs the GPU, for the note
+            ) -> bool:
+    "True on a CUDA machine; otherwise print a one-line note that `what` is skipped and return False."
+    if torch.cuda.is_available(): return True
+    print(f"skipped: {what} needs a CUDA GPU and this runtime has none (on Colab: Runtime > Change runtime type > GPU)")
+    return False
 
 # %% ../nbs/05_learner.ipynb #d31d2bcc
 def seed_everything(seed:int, # one seed for python, numpy and torch (CPU and CUDA)
@@ -81,6 +90,14 @@ EVENTS = ('before_fit', 'before_epoch', 'before_batch', 'after_loss', 'after_bat
 
 # %% ../nbs/05_learner.ipynb #c7add48f
 class CancelFitException(Exception): "Raise from a callback to end `fit` at once (after_fit still runs)."
+
+class DivergenceError(FloatingPointError):
+    "Training diverged: a non-finite loss, non-finite or exploding weights, or non-finite validation values (names the epoch and the lr)."
+
+def _diverged(what:str, epoch, lr) -> DivergenceError:
+    "The error for divergence `what` at `epoch`, naming the likely cause: the learning rate."
+    return DivergenceError(f"training diverged at epoch {epoch}: {what}. Likely cause: the learning rate is too high (lr={lr:g}); "
+                           f"lower it (e.g. --lr {lr/10:g}) or check the data and the loss")
 
 def _to(b, device, channels_last=False):
     "Move tensors in a (nested) batch to `device`; float 4-D tensors to channels_last when asked."
@@ -156,6 +173,32 @@ def load_checkpoint(path) -> dict:
                          f"re-saved with torch.save(torch.load(path, weights_only=False), path) if you trust them") from None
     except Exception as e: raise ValueError(f"{path}: not a readable checkpoint (torch.load failed: {type(e).__name__}: {str(e)[:200]})") from None
 
+# %% ../nbs/05_learner.ipynb #d333604c
+def state_health(sd:dict) -> tuple:
+    "(name of the first tensor with a NaN/inf or None, largest finite |value| over the floating tensors) of a state dict."
+    bad, big = None, 0.
+    for k, t in sd.items():
+        if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()): continue
+        fin = torch.isfinite(t)
+        if bad is None and not bool(fin.all()): bad = k
+        if bool(fin.any()): big = max(big, float(t.detach()[fin].abs().max()))
+    return bad, big
+
+class DivergenceCheck(Callback):
+    "After every epoch: weights finite and below `max_abs`, validation values finite; else `DivergenceError` (epoch, lr)."
+    order = 5   # before EarlyStopping (10) keeps a copy of the weights and before the checkpoint (100) is written
+    def __init__(self, max_abs:float=1e6): self.max_abs = max_abs
+    def after_epoch(self):
+        l = self.learn
+        bad, big = state_health(l.raw_model.state_dict())
+        if bad is not None: raise _diverged(f"non-finite values in the weights ({bad})", l.epoch, l.lr)
+        named = [(n, float(p.detach().abs().max())) for n, p in l.raw_model.named_parameters() if p.numel() and p.is_floating_point()]
+        n, m = max(named, key=lambda t: t[1], default=('', 0.))
+        if m > self.max_abs: raise _diverged(f"exploding weights (|{n}| reaches {m:.3g} > {self.max_abs:g})", l.epoch, l.lr)
+        nonfin = [k for k, v in l.log.items() if k.startswith('val_') and isinstance(v, float) and math.isinf(v)
+                  or k == 'val_loss' and isinstance(v, float) and math.isnan(v)]
+        if nonfin: raise _diverged(f"non-finite validation values ({', '.join(f'{k}={l.log[k]}' for k in nonfin)})", l.epoch, l.lr)
+
 # %% ../nbs/05_learner.ipynb #321f770f
 class Learner:
     "Algorithm 1 of Mamba-CNN: AdamW, grad-norm clipping, ReduceLROnPlateau, early stopping; pluggable loss/metrics; callbacks."
@@ -183,6 +226,7 @@ class Learner:
                  num_workers:int=0,
                  ddp='auto', # 'auto': DistributedDataParallel when torch.distributed is initialised; False: never
                  progress:bool=True, # add a `ProgressCallback`
+                 max_weight:float|None=1e6, # add a `DivergenceCheck(max_weight)`: non-finite or larger weights stop the fit; None: off
                 ):
         for name, ds in (('train_ds', train_ds), ('val_ds', val_ds)):
             if ds is None or len(ds) == 0: raise ValueError(f"{name} is empty: need at least one sample")
@@ -203,7 +247,7 @@ class Learner:
         self.monitor = monitor
         self._setup_model(model, lr, wd, lr_factor, lr_patience, ddp, param_groups)   # device, DDP, AdamW, plateau scheduler, AMP scaler
         self.train_dl, self.val_dl = self._loader(train_ds, train=True), self._loader(val_ds)
-        self._setup_callbacks(callbacks, early_stop, progress)   # + EarlyStopping, ProgressCallback; sorted by `order`
+        self._setup_callbacks(callbacks, early_stop, progress, max_weight)   # + EarlyStopping, ProgressCallback, DivergenceCheck; sorted by `order`
         self.history, self.epoch, self.n_epochs, self.stop = [], 0, 0, False
 
     def __call__(self, event:str):
@@ -228,9 +272,10 @@ def _setup_model(self:Learner, model:nn.Module, lr:float, wd:float, lr_factor:fl
     self.grad_scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
 
 @patch
-def _setup_callbacks(self:Learner, callbacks, early_stop:int|None, progress:bool):
-    "The user's callbacks plus `EarlyStopping` and `ProgressCallback` (unless given or switched off), sorted by `order`."
+def _setup_callbacks(self:Learner, callbacks, early_stop:int|None, progress:bool, max_weight:float|None=1e6):
+    "The user's callbacks plus `EarlyStopping`, `ProgressCallback` and `DivergenceCheck` (unless given or switched off), sorted by `order`."
     cbs = list(callbacks)
+    if max_weight is not None and not any(isinstance(c, DivergenceCheck) for c in cbs): cbs.append(DivergenceCheck(max_weight))
     if early_stop is not None and not any(isinstance(c, EarlyStopping) for c in cbs): cbs.append(EarlyStopping(early_stop, monitor=self.monitor))
     if progress and not any(isinstance(c, ProgressCallback) for c in cbs): cbs.append(ProgressCallback())
     self.cbs = sorted(cbs, key=lambda c: c.order)
@@ -288,7 +333,7 @@ def _train_batch(self:Learner):
     self.loss = self._loss(self.pred, self.y)
     self('after_loss')
     if not torch.isfinite(self.loss):
-        raise FloatingPointError(f"loss is {self.loss.item()} at epoch {self.epoch} batch {self.iter}: lower the lr, check the data and the loss")
+        raise _diverged(f"the loss is {self.loss.item()} at batch {self.iter}", self.epoch, self.lr)
     self.opt.zero_grad(set_to_none=True)
     self.grad_scaler.scale(self.loss).backward()
     if self.clip_grad is not None:

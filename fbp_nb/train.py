@@ -4,31 +4,33 @@
 
 # %% ../nbs/05b_train.ipynb #657f5417
 from __future__ import annotations
-import dataclasses, json, os, sys, time
+import dataclasses, inspect, json, os, sys, tempfile, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 from .learner import (resolve_device, seed_everything, Learner, Callback, CheckpointCallback, HistoryCallback, TargetScaler, CosineLR,
-                            dataset_targets, plot_history, load_checkpoint, _atomic_save)
+                            dataset_targets, plot_history, load_checkpoint, _atomic_save, DivergenceError, state_health)
 from .synth import SynthFaces
 from .data import (SCUTFBP5500, MEBeauty, KDEFPT, IMAGENET_MEAN, IMAGENET_STD, beauty_transforms, load_image,
-                         align_photo, rescale_scores)
+                         align_photo, rescale_scores, FaceAligner)
 from .metrics import regression_metrics, group_metrics
 from .losses import make_loss, describe_loss, LOSS_NAMES, LAWS
 from .models import create_model, list_models, model_info
 
 # %% auto #0
-__all__ = ['DATASETS', 'RunConfig', 'registry_name', 'ImageSplit', 'FoldView', 'eval_transform', 'load_splits', 'param_groups',
-           'ConfigCheckpoint', 'save_model', 'read_run', 'stored_config', 'data_root', 'score_split', 'metrics_line',
-           'print_metrics', 'EpochPrinter', 'RunResult', 'loss_setup', 'check_resume', 'run', 'scorer', 'run_splits',
-           'evaluate', 'predict_photos']
+__all__ = ['DATASETS', 'MAX_WEIGHT', 'COLLAPSE', 'RunConfig', 'registry_name', 'ImageSplit', 'FoldView', 'eval_transform',
+           'DetectorCrop', 'load_splits', 'param_groups', 'ConfigCheckpoint', 'save_model', 'read_run', 'stored_config',
+           'data_root', 'score_split', 'metrics_line', 'print_metrics', 'EpochPrinter', 'RunResult', 'loss_setup',
+           'check_resume', 'check_out', 'check_images', 'check_splits', 'describe_check', 'run', 'scorer', 'run_splits',
+           'evaluate', 'photo_crop', 'predict_photos']
 
 # %% ../nbs/05b_train.ipynb #ee085b02
 DATASETS = ('synth', 'scut', 'mebeauty', 'kdef')
 _CHOICES = dict(data=DATASETS, arch=('auto', 'full', 'compact'), augment=('auto', 'on', 'off'), loss=tuple(LOSS_NAMES),
-                loss_law=tuple(LAWS), loss_units=('score', 'target'), lr_schedule=('auto', 'plateau', 'cosine'), monitor=('auto', 'val_loss', 'val_MAE', 'val_RMSE'), cache=(None, 'memory'))
+                loss_law=tuple(LAWS), loss_units=('score', 'target'), lr_schedule=('auto', 'plateau', 'cosine'), monitor=('auto', 'val_loss', 'val_MAE', 'val_RMSE'), cache=(None, 'memory'),
+                align=('none', 'landmarks', 'detector'), on_missing=('error', 'skip'))
 _TYPES = {'str': (str,), 'str|None': (str, type(None)), 'int': (int,), 'float': (int, float), 'float|None': (int, float, type(None)), 'dict': (dict,), 'list|None': (list, type(None))}
 _NOT_RUN_KEYS = ('epochs', 'device', 'workers', 'cache', 'out')   # may change on resume; every other field defines the run
 
@@ -39,7 +41,7 @@ class RunConfig:
     root: str|None = None             # data set folder (real data)
     protocol: str = '60-40'           # '60-40' or a cross-validation fold '1'..'5' (synth: fold k of its faces)
     val_frac: float = 0.1             # fraction of the training split held out for validation (scut, kdef)
-    n_train: int = 3000               # synth: images per split
+    n_train: int = 12000              # synth: training faces (rendered in memory, ~4 s)
     n_val: int = 300
     n_test: int = 500
     model: str = 'mamba_cnn_D'        # a name from list_models(task='regression')
@@ -48,21 +50,23 @@ class RunConfig:
     arch: str = 'auto'                # Mamba-CNN stages: 'full', 'compact' (the `<model>_compact` entry) or 'auto' (compact on synth)
     img_size: int = 64                # network input side, >= 32
     augment: str = 'auto'             # 'on', 'off' or 'auto' (off on synth, on for photos)
+    align: str = 'none'               # face crop: 'none', 'landmarks' (Dynamic ER-CNN crop from SCUT's landmarks) or 'detector' (OpenCV Haar aligner)
     loss: str = 'mse'                 # a name of chapter 07's `make_loss`
     loss_param: list|None = None      # None (the loss's default), [p] fixed or [p_max, p_min] dynamic
     loss_law: str = 'parabolic'       # schedule of a dynamic parameter
     loss_units: str = 'score'         # 'score' (the data set's units) or 'target' (min-max scaled 0-1)
     monitor: str = 'auto'             # model-selection value; auto: val_loss, or val_RMSE when the loss is dynamic
-    lr: float|None = None             # AdamW learning rate; None: 1e-3 from scratch, 1e-4 with `weights`
-    lr_schedule: str = 'auto'         # 'plateau' (halve when val stalls), 'cosine' (anneal to 0, per batch); auto: cosine with `weights`
+    lr: float|None = None             # AdamW learning rate; None: 1e-4 with `weights`, else 3e-3 on synth, 1e-3 on photos
+    lr_schedule: str = 'auto'         # 'plateau' (halve when val stalls), 'cosine' (anneal to 0, per batch); auto: cosine with `weights` or on synth
     wd: float = 1e-5                  # AdamW weight decay
     fresh_lr_mult: float = 1.0        # with `weights`: tensors not in the file train at lr * fresh_lr_mult
     batch_size: int = 32
-    epochs: int = 8                   # total epochs (also when resuming)
+    epochs: int = 5                   # total epochs (also when resuming)
     seed: int = 0
     device: str = 'auto'              # 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
     workers: int = 0                  # DataLoader worker processes
     cache: str|None = None            # None or 'memory' (real data; synth is always in memory)
+    on_missing: str = 'error'         # listed images not on disk: 'error' or 'skip' (counted and reported)
     out: str|None = None              # run folder (default: runs/<data>_<model>_<timestamp>)
 
     def to_dict(self) -> dict: return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -121,8 +125,8 @@ RunConfig.validate = _validate
 def _resolved(self:RunConfig) -> RunConfig:
     "A copy with the 'auto' fields decided: arch and augment (by data set), lr and lr_schedule (by `weights`)."
     synth, pre = self.data == 'synth', self.weights is not None
-    return self.replace(lr=(1e-4 if pre else 1e-3) if self.lr is None else self.lr,          # fine-tuning a pretrained network wants a small lr
-                        lr_schedule=('cosine' if pre else 'plateau') if self.lr_schedule == 'auto' else self.lr_schedule,
+    return self.replace(lr=(1e-4 if pre else 3e-3 if synth else 1e-3) if self.lr is None else self.lr,   # fine-tuning a pretrained network wants a small lr
+                        lr_schedule=('cosine' if pre or synth else 'plateau') if self.lr_schedule == 'auto' else self.lr_schedule,
                         arch=('compact' if synth else 'full') if self.arch == 'auto' else self.arch,
                         augment=('off' if synth else 'on') if self.augment == 'auto' else self.augment, model_kwargs=dict(self.model_kwargs))
 RunConfig.resolved = _resolved
@@ -133,10 +137,20 @@ def registry_name(config:RunConfig) -> str:
     return c if config.arch == 'compact' and c in list_models() else config.model
 
 # %% ../nbs/05b_train.ipynb #3d38b93d
+def _pre_post(transform):
+    "Split a deterministic `Resize, ToImage, ToDtype, Normalize` pipeline into (pre, post); None for any other transform."
+    from torchvision.transforms import v2
+    ts = getattr(transform, 'transforms', None)
+    kinds = (v2.Resize, v2.ToImage, v2.ToDtype, v2.Normalize)
+    if ts is None or len(ts) != 4 or not all(isinstance(t, k) for t, k in zip(ts, kinds)): return None
+    return v2.Compose(ts[:2]), v2.Compose(ts[2:])
+
 class ImageSplit(torch.utils.data.Dataset):
-    "One split: `base`'s PIL images through `transform`, with its `scores`, `groups` and `scale`; `memo`: keep images in memory."
+    """One split: `base`'s PIL images through `transform`, with its `scores`, `groups` and `scale`; `memo`: keep images in memory
+    (as the uint8 tensors of the resize when the transform is the deterministic eval one: no PIL conversion after the first epoch)."""
     def __init__(self, base, transform, memo:bool=False):
-        self.base, self.transform, self.memo, self.imgs = base, transform, memo, {}
+        self.base, self.transform, self.memo, self.imgs, self.tensors = base, transform, memo, {}, {}
+        self.pre_post = _pre_post(transform) if memo else None
         self.scores, self.groups = np.asarray(base.scores, np.float32), list(base.groups)
         self.scale = tuple(getattr(base, 'scale', (1., 5.)))
         sigma = getattr(base, 'sigma', None)   # per-image std of the rater scores, when the data set has them
@@ -145,9 +159,14 @@ class ImageSplit(torch.utils.data.Dataset):
     def image(self, i:int):
         if i in self.imgs: return self.imgs[i]
         img = self.base.render(i) if hasattr(self.base, 'render') else self.base.get_image(i)
-        if self.memo: self.imgs[i] = img
+        if self.memo and self.pre_post is None: self.imgs[i] = img
         return img
-    def __getitem__(self, i): return self.transform(self.image(i)), torch.tensor(self.scores[i])
+    def __getitem__(self, i):
+        if self.pre_post is None: return self.transform(self.image(i)), torch.tensor(self.scores[i])
+        pre, post = self.pre_post
+        x = self.tensors.get(i)
+        if x is None: x = self.tensors[i] = pre(self.image(i))                # (3, h, w) uint8, kept
+        return post(x), torch.tensor(self.scores[i])
     def __repr__(self): return f"ImageSplit({self.base!r}, {len(self)} images)"
 
 class FoldView:
@@ -166,6 +185,35 @@ def eval_transform(img_size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return v2.Compose([v2.Resize((img_size, img_size), antialias=True), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                        v2.Normalize(mean, std)])
 
+_SPLITS = ('train', 'val', 'test')
+
+def _missing_kw(cls, on_missing:str) -> str:
+    "`on_missing` as data set class `cls` spells it ('error' or 'skip'; older loaders say 'raise' for 'error')."
+    if on_missing not in ('error', 'skip'): raise ValueError(f"--on-missing: {on_missing!r} is not 'error' or 'skip'")
+    if on_missing == 'skip': return 'skip'
+    return inspect.signature(cls.__init__).parameters['on_missing'].default   # the class's default is its 'error' spelling
+
+class DetectorCrop:
+    "A data set's image loader replaced by the OpenCV aligner's crop (`align_photo`); photos without a found face are resized whole and counted."
+    def __init__(self, ds, size:int): self.ds, self.size, self.failed = ds, size, set()
+    def __call__(self, i:int):
+        img = load_image(self.ds.paths[i])
+        try: return align_photo(img, self.size)[0]
+        except ValueError:
+            self.failed.add(i)
+            return img
+
+def _check_align(data:str, align:str, size:int):
+    "Fail early when `align` cannot be applied to `data` (landmarks exist only for SCUT-FBP5500; the detector needs OpenCV)."
+    if align not in ('none', 'landmarks', 'detector'): raise ValueError(f"--align: {align!r} is not none, landmarks or detector")
+    if align == 'none': return
+    if data == 'synth': raise ValueError(f"--align {align}: the synthetic faces are drawn centred and level; use --align none")
+    if align == 'landmarks' and data != 'scut':
+        raise ValueError(f"--align landmarks needs the landmark files of SCUT-FBP5500; {data} has none (use --align detector or none)")
+    if align == 'detector':
+        try: FaceAligner(size)
+        except ImportError as e: raise ImportError(f"--align detector: {e}") from None
+
 def load_splits(data:str='synth', # one of `DATASETS`
                 root=None, # data folder (required for real data)
                 img_size:int=64, protocol='60-40', # '60-40' or fold 1..5 (synth: fold k of a 5-way partition of n_train + n_test faces)
@@ -173,13 +221,21 @@ def load_splits(data:str='synth', # one of `DATASETS`
                 seed:int=0, sizes:tuple=(3000, 300, 500), # synth: images in train, val, test
                 cache=None, # None or 'memory' (real data; synth is always kept in memory)
                 augment:bool=True, # train split: the recipe's augmenting transform; False: the eval transform
+                align:str='none', # 'none', 'landmarks' (SCUT: Dynamic ER-CNN crop from the landmark files) or 'detector' (OpenCV aligner)
+                on_missing:str='error', # listed images not on disk: 'error' or 'skip' (each split's `base.n_skipped` counts them)
+                only=None, # names of the splits to build (default: all three); e.g. ('test',) to score one split
                ) -> dict:
-    "{'train', 'val', 'test'} -> `ImageSplit` for data set `data`."
+    "{'train', 'val', 'test'} (or the `only` ones) -> `ImageSplit` for data set `data`."
     if data not in DATASETS: raise ValueError(f"--data: {data!r} is not one of {', '.join(DATASETS)}")
-    tf = {s: beauty_transforms(img_size, train=True) if s == 'train' and augment else eval_transform(img_size) for s in ('train', 'val', 'test')}
+    names = tuple(only) if only is not None else _SPLITS
+    if not names or any(s not in _SPLITS for s in names): raise ValueError(f"split names must be among {_SPLITS}, got {only!r}")
+    tf = {s: beauty_transforms(img_size, train=True) if s == 'train' and augment else eval_transform(img_size) for s in names}
+    size = round(img_size * 256 / 224)                                                   # the resize before the crop
+    _check_align(data, align, size)
     if data == 'synth':
         if str(protocol) == '60-40':
-            return {s: ImageSplit(SynthFaces(n, img_size=img_size, seed=seed, split=s), tf[s], memo=True) for s, n in zip(tf, sizes)}
+            n = dict(zip(_SPLITS, sizes))
+            return {s: ImageSplit(SynthFaces(n[s], img_size=img_size, seed=seed, split=s), tf[s], memo=True) for s in tf}
         k = _synth_fold(protocol)
         pool = SynthFaces(sizes[0] + sizes[2], img_size=img_size, seed=seed, split='train')   # the faces the folds partition
         fold = np.arange(len(pool)) % 5 + 1                                                  # image i is in fold i % 5 + 1
@@ -188,11 +244,17 @@ def load_splits(data:str='synth', # one of `DATASETS`
         return {s: ImageSplit(parts[s], tf[s], memo=True) for s in tf}
     if root is None: raise ValueError(f"--root is required for --data {data} (the folder of the data set)")
     if not Path(root).is_dir(): raise FileNotFoundError(f"--root {root}: folder not found")
-    kw = dict(size=round(img_size * 256 / 224), cache=cache)
-    make = {'scut': lambda s: SCUTFBP5500(root, protocol, s, val_frac=val_frac, seed=seed, **kw),
+    cls = {'scut': SCUTFBP5500, 'mebeauty': MEBeauty, 'kdef': KDEFPT}[data]
+    kw = dict(size=size, cache=cache, on_missing=_missing_kw(cls, on_missing))
+    make = {'scut': lambda s: SCUTFBP5500(root, protocol, s, val_frac=val_frac, seed=seed, align=size if align == 'landmarks' else None, **kw),
             'mebeauty': lambda s: MEBeauty(root, s, **kw),
             'kdef': lambda s: KDEFPT(root, s, val_frac=val_frac, seed=seed, **kw)}[data]
-    return {s: ImageSplit(make(s), tf[s]) for s in tf}
+    out = {}
+    for s in tf:
+        base = make(s)
+        if align == 'detector': base._load = DetectorCrop(base, size)
+        out[s] = ImageSplit(base, tf[s])
+    return out
 
 def _synth_fold(protocol) -> int:
     try: k = int(protocol)
@@ -224,7 +286,10 @@ def save_model(learn:Learner, path, config:dict) -> Path:
     _atomic_save(ck, path)
     return path
 
-def read_run(path) -> dict:
+MAX_WEIGHT = 1e6   # a parameter larger than this in magnitude means the run diverged (the Learner's DivergenceCheck default)
+
+def read_run(path, resume:bool=False, # True: the file must be a run's last.pt (optimiser state, epoch, RNG states)
+            ) -> dict:
     "A run checkpoint (`model.pt` or `last.pt`), loaded with weights_only=True; anything else is a clear error naming the file."
     p = Path(path)
     if p.is_dir(): p = p/'model.pt'
@@ -235,6 +300,15 @@ def read_run(path) -> dict:
         raise ValueError(f"{p}: not a fbp_train checkpoint ({e})") from None
     if not isinstance(ck, dict) or 'model' not in ck or not isinstance(ck.get('config'), dict):
         raise ValueError(f"{p}: not a fbp_train checkpoint (no 'model' and 'config' entries)")
+    bad = state_health(ck['model'])[0]
+    big = state_health({k: v for k, v in ck['model'].items() if not k.endswith(('running_mean', 'running_var'))})[1]
+    if bad is not None or big > MAX_WEIGHT:
+        why = f"non-finite weights ({bad})" if bad is not None else f"exploding weights (largest |w| = {big:.3g} > {MAX_WEIGHT:g})"
+        raise ValueError(f"{p}: refused: {why}: the run diverged; retrain it with a lower --lr")
+    if resume and not all(k in ck for k in ('opt', 'epoch', 'rng', 'history')):
+        last = p.parent/'last.pt'
+        raise ValueError(f"--resume {p}: not a resumable checkpoint (a final model.pt holds the selected weights only, no optimiser "
+                         f"state or epoch); resume from the run's last.pt" + (f" ({last})" if last.is_file() and last != p else ''))
     return ck
 
 _LEGACY = dict(width_mult=1.0, stem='auto')   # options of runs saved before RunConfig, now model_kwargs
@@ -269,12 +343,23 @@ def data_root(config:dict, # a checkpoint's `config` dict
     raise FileNotFoundError(f"data root of the run not found; tried {', '.join(map(str, tries))} (pass root= / --root)")
 
 # %% ../nbs/05b_train.ipynb #2dc1860b
+COLLAPSE = 1e-3   # predictions whose std is below this fraction of the target range are "collapsed to a constant"
+
 def score_split(learn:Learner, ds, csv=None, # also write `name,group,target,pred` rows to this CSV file
+                scale=None, # (lo, hi) the model's predictions are on; when `ds.scale` differs they are mapped onto it first
+                info:dict|None=None, # filled with pred_std, collapsed (bool) and mapped_from when given
                ) -> tuple:
     "(metrics dict with n (and eps_error when `ds` has rater sigmas), per-group table or None) of `learn`'s model on `ds`."
     pred = learn.predict(ds).reshape(-1).numpy().astype(np.float64)
+    dst = tuple(float(v) for v in getattr(ds, 'scale', scale or (1., 5.)))
+    mapped = scale is not None and tuple(float(v) for v in scale) != dst
+    if mapped: pred = rescale_scores(pred, tuple(scale), dst)         # e.g. a SCUT model (1-5) scored on MEBeauty (1-10)
     y = dataset_targets(ds)
     m = dict(n=len(y), **regression_metrics(y, pred, sigma=getattr(ds, 'sigma', None)))
+    if mapped: m['mapped_from'] = [float(v) for v in scale]
+    if info is not None:
+        sd = float(np.std(pred)) if len(pred) else 0.
+        info.update(pred_std=sd, collapsed=bool(len(pred) > 1 and sd < COLLAPSE * (dst[1] - dst[0])), mapped_from=m.get('mapped_from'))
     groups = getattr(ds, 'groups', None)
     table = group_metrics(y, pred, groups) if groups is not None and len(set(groups)) > 1 else None
     if csv is not None:
@@ -323,28 +408,106 @@ def loss_setup(config:RunConfig, scale:float=1.0) -> tuple:
 
 def check_resume(config:RunConfig, resume) -> RunConfig:
     "`config` checked against the run stored in `resume` (a last.pt): run-defining fields must agree; returns the resolved config."
-    stored = stored_config(read_run(resume)['config']).resolved()
+    stored = stored_config(read_run(resume, resume=True)['config']).resolved()
     cfg = config.resolved()
     for k in RunConfig.__dataclass_fields__:
         if k not in _NOT_RUN_KEYS and getattr(cfg, k) != getattr(stored, k):
             raise ValueError(f"resume {resume}: the run was trained with {k}={getattr(stored, k)!r}, not {getattr(cfg, k)!r}")
     return cfg.replace(out=cfg.out or str(Path(resume).parent))
 
+# %% ../nbs/05b_train.ipynb #2c03a540
+def check_out(out) -> Path:
+    "`--out` usable before any work: a folder (or one that can be created) where files can be written; creates nothing."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise ValueError(f"--out {out}: exists and is a file, not a folder")
+    base = out
+    while not base.exists() and base != base.parent: base = base.parent   # the nearest existing folder above it
+    if not base.is_dir(): raise ValueError(f"--out {out}: {base} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=base): pass
+    except OSError as e: raise ValueError(f"--out {out}: cannot write in {base} ({e.strerror or e})") from None
+    return out
+
+def _unreadable(p, decode:bool):
+    "The error message of image `p` (full decode, or header only), None when it reads."
+    from PIL import Image
+    try:
+        if decode: load_image(p)
+        else:
+            with Image.open(p) as im: im.size                     # header: format, size, mode
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return str(e) if str(p) in str(e) else f"{p}: {type(e).__name__}: {e}"
+    return None
+
+def check_images(base, full:bool=False, sample:int=16) -> list:
+    "[(path, error)] of the images of data set `base` that do not read: headers of all + a full decode of `sample` (all when `full`)."
+    verify = getattr(base, 'verify', None)
+    params = inspect.signature(verify).parameters if verify is not None else {}
+    if 'full' in params:                                          # the data set's own fast check (fbp_nb.data)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return list(verify(full=full, **({'sample': sample} if 'sample' in params else {})))
+    n = len(base.paths)
+    pick = set(range(n)) if full else set(np.linspace(0, n - 1, min(sample, n)).round().astype(int).tolist()) if n else set()
+    return [(str(p), e) for i, p in enumerate(base.paths) if (e := _unreadable(p, i in pick)) is not None]
+
+def check_splits(splits:dict, full:bool=False, sample:int=16, align:str='none') -> dict:
+    "Cheap checks before the first epoch: every split non-empty, its images read, rater sigmas finite and > 0, landmarks present."
+    res = dict(n={}, skipped={}, full=full, detector={}, files=False)
+    for s, ds in splits.items():
+        base = getattr(ds, 'base', ds)
+        if len(ds) == 0:
+            extra = f" ({base.n_skipped} listed images skipped as missing)" if getattr(base, 'n_skipped', 0) else ''
+            raise ValueError(f"the {s} split is empty{extra}: every split needs at least one image")
+        res['n'][s], res['skipped'][s] = len(ds), int(getattr(base, 'n_skipped', 0))
+        if hasattr(base, 'paths'):
+            res['files'] = True
+            bad = check_images(base, full, sample)
+            if bad:
+                first = bad[0][1] if isinstance(bad[0], tuple) else bad[0]
+                raise ValueError(f"the {s} split: {len(bad)} of {len(ds)} images do not read; first: {first}")
+        sig = getattr(ds, 'sigma', None)
+        if sig is not None:
+            i = np.flatnonzero(~np.isfinite(sig) | (sig <= 0))
+            if len(i):
+                name = list(getattr(base, 'names', range(len(ds))))[i[0]]
+                raise ValueError(f"the {s} split: rater sigma {sig[i[0]]} of {name} is not a number > 0 ({len(i)} such"
+                                 + (f"; from {base.sigma_file})" if getattr(base, 'sigma_file', None) else ')'))
+        if align == 'landmarks' and hasattr(base, 'landmark_file'):
+            miss = [base.landmark_file(i) for i in range(len(base)) if not base.landmark_file(i).is_file()]
+            if miss: raise ValueError(f"--align landmarks: the {s} split: {len(miss)} landmark file(s) missing, first {miss[0]}")
+        if isinstance(getattr(base, '_load', None), DetectorCrop): res['detector'][s] = base._load
+    return res
+
+def describe_check(c:dict) -> str:
+    "One line: what the pre-training check covered and how long it took."
+    n = ', '.join(f"{s} {k}" for s, k in c['n'].items())
+    sk = sum(c['skipped'].values())
+    return (f"data checked in {c.get('seconds', 0):.1f}s before training: {n} images "
+            f"({'rendered, no files' if not c.get('files') else 'every image decoded' if c['full'] else 'headers read, a sample decoded'}); --out writable"
+            + (f"; skipped {sk} listed images not on disk ({', '.join(f'{s} {k}' for s, k in c['skipped'].items())}; --on-missing skip)" if sk else ''))
+
+
 # %% ../nbs/05b_train.ipynb #c0787f2e
 def run(config:RunConfig, # what to train (a dict is converted with `RunConfig.from_dict`)
         resume=None, # a last.pt of the same run: continue it (bit-identical to an uninterrupted run)
         progress:bool=True, # progress bar; False: one printed line per epoch
        ) -> RunResult:
-    "Train and test one run: data -> model -> Learner -> model selection on val -> test scored once -> the run folder."
+    "Train and test one run: checks -> data -> model -> Learner -> model selection on val -> test scored once -> the run folder."
     if isinstance(config, dict): config = RunConfig.from_dict(config)
     config.validate()
     device = resolve_device(config.device)                       # a missing GPU fails here, before any work
     cfg = check_resume(config, resume) if resume is not None else config.resolved()
     out = Path(cfg.out or f"runs/{cfg.data}_{cfg.model}_{time.strftime('%Y%m%d-%H%M%S')}")
     cfg = cfg.replace(out=str(out))
+    t_check = time.time()
+    check_out(out)                                                # a file or a read-only folder fails now, not after training
     seed_everything(cfg.seed)
     splits = load_splits(cfg.data, cfg.root, cfg.img_size, cfg.protocol, cfg.val_frac, cfg.seed, (cfg.n_train, cfg.n_val, cfg.n_test),
-                         cfg.cache, augment=cfg.augment == 'on')
+                         cfg.cache, augment=cfg.augment == 'on', align=cfg.align, on_missing=cfg.on_missing)
+    checked = check_splits(splits, full=cfg.cache == 'memory', align=cfg.align)
+    checked['seconds'] = round(time.time() - t_check, 2)
+    print(describe_check(checked), flush=True)
     model = create_model(registry_name(cfg), pretrained=cfg.weights, **cfg.model_kwargs)
     scaler = TargetScaler.fit(splits['train'])                 # training min/max: the Learner's target scaling and the loss units
     loss_fn, loss_cbs, monitor, param = loss_setup(cfg, scale=scaler.hi - scaler.lo if cfg.loss_units == 'score' else 1.0)
@@ -358,28 +521,44 @@ def run(config:RunConfig, # what to train (a dict is converted with `RunConfig.f
     if cfg.lr_schedule == 'cosine': cbs.append(CosineLR())
     learn = Learner(model, splits['train'], splits['val'], loss_fn=loss_fn, lr=cfg.lr, wd=cfg.wd, batch_size=cfg.batch_size, device=device,
                     seed=cfg.seed, num_workers=cfg.workers, progress=progress, callbacks=cbs, monitor=monitor, target_scaler=scaler,
-                    param_groups=param_groups(model, cfg.lr, cfg.fresh_lr_mult), lr_patience=None if cfg.lr_schedule == 'cosine' else 10)
+                    param_groups=param_groups(model, cfg.lr, cfg.fresh_lr_mult), lr_patience=None if cfg.lr_schedule == 'cosine' else 10,
+                    max_weight=MAX_WEIGHT)                    # DivergenceCheck: exploding or non-finite weights stop the run
     out.mkdir(parents=True, exist_ok=True)
     cfg.to_json(out/'config.json')
     t0 = time.time()
-    learn.fit(cfg.epochs, resume=resume)
-    return _finish(learn, splits['test'], out, config_d, cfg, time.time() - t0)
+    try: learn.fit(cfg.epochs, resume=resume)
+    except DivergenceError as e:
+        if (out/'model.pt').exists(): (out/'model.pt').unlink()   # never leave a model.pt (from an earlier run in `out`) that looks good
+        last = f"; {out/'last.pt'} holds the last epoch before it (for diagnosis)" if (out/'last.pt').exists() else ''
+        raise DivergenceError(f"{e}. No model.pt written in {out}{last}") from None
+    return _finish(learn, splits['test'], out, config_d, cfg, time.time() - t0, checked)
 
-def _finish(learn, test_ds, out:Path, config:dict, cfg:RunConfig, seconds:float) -> RunResult:
+def _finish(learn, test_ds, out:Path, config:dict, cfg:RunConfig, seconds:float, checked:dict|None=None) -> RunResult:
     "Score the test split once; write model.pt, metrics.json and learning_curves.png; print the table and the last line."
     import matplotlib.pyplot as plt   # no backend switch: headless machines fall back to Agg by themselves
-    m, table = score_split(learn, test_ds, csv=out/'test_predictions.csv')
+    info = {}
+    m, table = score_split(learn, test_ds, csv=out/'test_predictions.csv', info=info)
     save_model(learn, out/'model.pt', config)
     best = min(learn.history, key=lambda r: r[learn.monitor])
+    fallback = {s: len(d.failed) for s, d in (checked or {}).get('detector', {}).items()}
     (out/'metrics.json').write_text(json.dumps(dict(test=m, best_val={k: v for k, v in best.items()}, epochs_run=len(learn.history),
-        fit_seconds=round(seconds, 1), groups=table.to_dict('records') if hasattr(table, 'to_dict') else table, config=config), indent=1))
+        fit_seconds=round(seconds, 1), collapsed=info['collapsed'], test_pred_std=info['pred_std'],
+        skipped=(checked or {}).get('skipped'), data_check_seconds=(checked or {}).get('seconds'), align=cfg.align,
+        **({'align_no_face': fallback} if fallback else {}),
+        groups=table.to_dict('records') if hasattr(table, 'to_dict') else table, config=config), indent=1))
     fig = plot_history(learn); fig.savefig(out/'learning_curves.png', dpi=100)
     plt.close(fig)
     print(f"\nfiles in {out}: model.pt (weights + config), last.pt (--resume), config.json, metrics.json, test_predictions.csv, history.json/.csv, learning_curves.png")
+    if any(fallback.values()): print(f"note: --align detector found no face in {fallback} images; they were used whole")
+    if info['collapsed']:
+        lo, hi = test_ds.scale
+        print(f"WARNING: the test predictions collapsed to a constant (std {info['pred_std']:.2g} < {COLLAPSE:g} x the {lo:g}-{hi:g} range): "
+              f"the model learned nothing useful (flagged in metrics.json: collapsed=true); check the lr, the epochs and the data")
     print(f"model selection on val: best epoch {best['epoch']} ({learn.monitor} {best[learn.monitor]:.4f}); test split scored once:")
     print_metrics('test', m, table)
     print(metrics_line(m), flush=True)
     return RunResult(m, out, best, table, cfg, list(learn.history), seconds, learn)
+
 
 # %% ../nbs/05b_train.ipynb #431f4519
 class _Photos(torch.utils.data.Dataset):
@@ -409,45 +588,75 @@ def scorer(ckpt, ds=None, device='auto', batch_size:int=32, workers:int=0, model
                     early_stop=None, lr_patience=None, target_scaler=TargetScaler(**ck['target_scaler']))
     return learn.load(ckpt)
 
-def run_splits(ckpt, root=None, augment:bool=False, **changes) -> dict:
-    "The {'train', 'val', 'test'} splits of the data `ckpt` was trained on (`changes`: other data fields, e.g. data, protocol)."
+def run_splits(ckpt, root=None, augment:bool=False, only=None, # only: the split names to build, e.g. ('test',)
+               **changes) -> dict:
+    "The splits of the data `ckpt` was trained on, with its crop (`align`) (`changes`: other data fields, e.g. data, protocol)."
     p = Path(ckpt)
     cfg = read_run(p)['config']
     c = stored_config(cfg).replace(**changes)
     other = c.data != cfg['data']
     r = root if root is not None or other else data_root(cfg, p.parent if p.is_file() else p)
-    return load_splits(c.data, r, cfg['img_size'], c.protocol, c.val_frac, c.seed, (c.n_train, c.n_val, c.n_test), c.cache, augment=augment)
+    return load_splits(c.data, r, cfg['img_size'], c.protocol, c.val_frac, c.seed, (c.n_train, c.n_val, c.n_test), c.cache, augment=augment,
+                       align=c.align, on_missing=c.on_missing, only=only)
 
 def evaluate(ckpt, # a run's model.pt (or last.pt)
              split:str='test', # 'train', 'val' or 'test'
              device='auto', workers:int=0, model:str|None=None, # model: the expected model name (another one is an error)
              batch_size:int|None=None, root=None, # root: the data folder (default: found from the run, see `data_root`)
-             **changes, # other data fields of the RunConfig (data, protocol, val_frac, n_train, n_val, n_test, cache)
+             **changes, # other data fields of the RunConfig (data, protocol, val_frac, n_train, n_val, n_test, cache, on_missing)
             ) -> tuple:
-    "(metrics, per-group table) of `ckpt`'s model on `split` of its data (or of `changes`'s)."
+    "(metrics, per-group table) of `ckpt`'s model on `split` of its data (or of `changes`'s); only that split is loaded."
     if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    ds = run_splits(ckpt, root, **changes)[split]
-    c = stored_config(read_run(ckpt)['config'])
-    return score_split(scorer(ckpt, ds, device, batch_size or c.batch_size, workers, model), ds)
+    ds = run_splits(ckpt, root, only=(split,), **changes)[split]
+    check_splits({split: ds})
+    cfg = read_run(ckpt)['config']
+    c = stored_config(cfg)
+    # predictions are on the scale the model was trained on; on a data set with another scale they are mapped onto it
+    return score_split(scorer(ckpt, ds, device, batch_size or c.batch_size, workers, model), ds, scale=tuple(cfg['scale']))
 
 # %% ../nbs/05b_train.ipynb #e979ce38
-def _prepare(path, size:int, align:bool, notes:list):
-    "Photo `path` -> PIL image, aligned when asked and possible (reasons to `notes`)."
+_CROPS = {'none': 'the whole photo (the model was trained unaligned)',
+          'landmarks': "the OpenCV aligner's crop (the model was trained on landmark-aligned crops; photos have no landmark files, "
+                       "the detector places the same Dynamic ER-CNN crop from the eyes)",
+          'detector': "the OpenCV aligner's crop (the model was trained on it)"}
+
+def photo_crop(ckpt_config:dict, align=None) -> str:
+    "The crop photos get: `align` when given ('none', 'landmarks', 'detector'; True/False: stored/'none'), else the one the checkpoint was trained with."
+    stored = stored_config(ckpt_config).align
+    if align is None or align is True: return stored
+    if align is False: return 'none'
+    if align not in _CROPS: raise ValueError(f"--align: {align!r} is not none, landmarks or detector")
+    return align
+
+def _prepare(path, size:int, crop:str, notes:list):
+    "Photo `path` -> PIL image with crop `crop` ('none': as is; else the aligner's crop; no face found: as is, with a note)."
     img = load_image(path)                                   # names the file when missing or corrupt
-    if not align: return img
+    if crop == 'none': return img
     try: return align_photo(img, size)[0]
-    except ImportError as e:
-        if not any(n.startswith('aligner unavailable') for n in notes): notes.append(f"aligner unavailable ({e}); scoring unaligned photos (--no-align hides this)")
-    except ValueError as e: notes.append(f"{path}: {e}; scored unaligned")
+    except ValueError as e: notes.append(f"{os.fsdecode(path)!r}: {e}; scored unaligned")
     return img
 
-def predict_photos(ckpt, paths:list, align:bool=True, device='auto') -> list:
-    "[(path, score on 1-5, score on the training scale)] for photos `paths`, in order."
+def predict_photos(ckpt, paths:list,
+                   align=None, # None: the crop the checkpoint was trained with; 'none'/'detector'/'landmarks' (or False) to override
+                   device='auto', notes:list|None=None, # notes: collects what the caller should tell the user (else printed to stderr)
+                  ) -> list:
+    "[(path, score on 1-5, score on the training scale)] for photos `paths`, in order, on the crop the model was trained with."
     cfg = read_run(ckpt)['config']
-    tf, notes = eval_transform(cfg['img_size'], **cfg['norm']), []
-    xs = [tf(_prepare(p, cfg['img_size'], align, notes)) for p in paths]
-    for n in notes: print(f"note: {n}", file=sys.stderr)
+    crop, own = photo_crop(cfg, align), notes is None
+    notes = [] if own else notes
+    if crop != 'none':
+        try: FaceAligner(cfg['img_size'])
+        except ImportError as e:
+            how = 'the model was trained' if crop == stored_config(cfg).align else 'you asked for'
+            raise ImportError(f"{ckpt}: {how} with --align {crop}; scoring photos on that crop needs the OpenCV aligner ({e}); "
+                              f"--align none scores whole photos instead (a crop the model was not trained on)") from None
+    notes.append(f"crop: {_CROPS[crop]}" + ('' if crop == stored_config(cfg).align else f" -- NOT the crop the model was trained with ({stored_config(cfg).align})"))
+    tf = eval_transform(cfg['img_size'], **cfg['norm'])
+    xs = [tf(_prepare(p, cfg['img_size'], crop, notes)) for p in paths]
+    if own:
+        for n in notes: print(f"note: {n}", file=sys.stderr)
     raw = scorer(ckpt, _Photos(xs), device).predict(_Photos(xs)).reshape(-1)
     lo, hi = cfg['scale']
     s15 = np.clip(rescale_scores(raw.numpy().astype(np.float64), (lo, hi), (1., 5.)), 1, 5)
-    return [(str(p), float(a), float(b)) for p, a, b in zip(paths, s15, raw)]
+    return [(os.fsdecode(p) if isinstance(p, bytes) else str(p), float(a), float(b)) for p, a, b in zip(paths, s15, raw)]
+

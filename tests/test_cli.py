@@ -67,7 +67,8 @@ def test_train_help():
     r = script('fbp_train', '--help')
     assert r.returncode == 0, r.stderr
     for opt in ('--data', '--root', '--protocol', '--val-frac', '--model', '--img-size', '--epochs', '--batch-size', '--lr',
-                '--device', '--seed', '--resume', '--weights', '--cache', '--workers', '--no-progress', '--out', 'mamba_cnn_D'):
+                '--device', '--seed', '--resume', '--weights', '--cache', '--workers', '--no-progress', '--out', 'mamba_cnn_D',
+                '--align', '--on-missing'):
         assert opt in r.stdout, opt
     for name in ('fbp_eval', 'fbp_predict'):
         r = script(name, '--help')
