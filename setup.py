@@ -30,8 +30,8 @@ lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
 course_requirements = (cfg.get('course_requirements') or '').split()
 interpret_requirements = (cfg.get('interpret_requirements') or '').split()
-# dev = the complete course + test environment (README quickstart and CI: pip install -e ".[dev]")
-dev_requirements += [r for r in course_requirements if r not in dev_requirements]
+# dev = the complete course + test environment (README quickstart and CI: pip install -e ".[dev]"): course and interpret included
+dev_requirements += [r for r in course_requirements + interpret_requirements if r not in dev_requirements]
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)

@@ -410,7 +410,8 @@ def _is_mbv2_file(path) -> bool:
 def _mamba_cnn_builder(variant:str, compact:bool=False):
     def build(pretrained=None, **kw):
         if _is_mbv2_file(pretrained): kw = {**IMAGENET_TRUNK, **kw}   # MobileNetV2's stem, open gates, its 1280-channel conv
-        if compact: kw.setdefault('stages', COMPACT_STAGES)
+        if compact:                     # small synthetic faces: 7 blocks; no dropout (the compact net underfits 64 px SynthFaces:
+            kw.setdefault('stages', COMPACT_STAGES); kw.setdefault('dropout', 0.0)   # test PC 0.789 vs 0.770 with 0.2, 12000 faces, 5 epochs)
         return MambaCNN(variant, weights=pretrained, **kw)
     build.__name__ = f"mamba_cnn_{variant}" + ('_compact' if compact else '')
     return build
@@ -422,7 +423,7 @@ for _v in 'ABCD':
                    pretrained='an ImageNet MobileNetV2 state dict (loads the trunk one-to-one) or a MambaCNN state dict',
                    description=f'Mamba-CNN {_v}: {_PARTS[_v]} (chapter 06)')
     register_model(f'mamba_cnn_{_v}_compact', fn=_mamba_cnn_builder(_v, compact=True), overwrite=True, input_size=64,
-                   pretrained='a MambaCNN state dict', description=f'Mamba-CNN {_v}, 7 blocks, stride 16, for 64 px inputs (chapter 06)')
+                   pretrained='a MambaCNN state dict', description=f'Mamba-CNN {_v}, 7 blocks, stride 16, no dropout, for 64 px inputs (chapter 06)')
 
 @register_model('mobilenet_v2', overwrite=True, input_size=224, tv_weights='MobileNet_V2_Weights.IMAGENET1K_V1',
                 pretrained='an ImageNet MobileNetV2 state dict (BatchNorm frozen) or a regressor state dict',

@@ -1,0 +1,148 @@
+"""Detection benchmarks (not collected by pytest). Run each part under the CPU lock, one command per part:
+
+    # the default SynthFER run (acceptance: <= 5 min on 2 cores, test mAP@0.5 >= 0.6) -> results/det_default_run.json
+    flock /tmp/cpu.lock nice -n 5 python tests/benchmarks/det_table.py default
+    # the real set: train on train (selection on a 10 % part of it), report on valid; one model per command
+    flock /tmp/cpu.lock nice -n 5 python tests/benchmarks/det_table.py real --model yolox_nano --epochs 10
+    flock /tmp/cpu.lock nice -n 5 python tests/benchmarks/det_table.py real --model yolov8n --epochs 10   # Ultralytics peer
+    python tests/benchmarks/det_table.py table                      # print the table of results/det_table.json
+
+The Ultralytics peer (an optional benchmark dependency: `pip install ultralytics`) is built from its yaml (no pretrained
+weights) and trained with its own recipe for the same number of epochs at the same image size, without validation during
+training (its last epoch is kept: a fixed budget); both models are scored by `fbp_nb.metrics.detection_metrics` on the
+valid split (boxes in original pixels), and Ultralytics' own `val()` numbers are kept next to ours.
+"""
+import argparse, json, os, platform, shutil, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+import torch
+
+RES = Path(__file__).parent / 'results'
+ROOT = Path(os.environ.get('FBP_DATA_ROOT', Path(__file__).resolve().parents[3] / 'shared' / 'data')) / 'facial-emotion-detection'
+
+
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def _update(path: Path, key: str, value):
+    d = json.loads(path.read_text()) if path.exists() else {}
+    d[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(d, indent=1, default=float))
+
+
+def default_run(args):
+    from fbp_nb.detect import run_detection, detection_config
+    cfg = detection_config(out=str(Path(tempfile.mkdtemp()) / 'default'), **json.loads(args.changes))
+    t0 = time.time()
+    r = run_detection(cfg, progress=False)
+    wall = time.time() - t0
+    out = dict(command='flock /tmp/cpu.lock nice -n 5 python tests/benchmarks/det_table.py default' + (f" --changes '{args.changes}'" if args.changes != '{}' else ''),
+               machine=machine(), config=r.config.to_dict(), wall_seconds=round(wall, 1), fit_seconds=round(r.seconds, 1),
+               test=r.test, per_class=r.groups.to_dict('records'), history=r.history, best_val=r.best_val)
+    name = args.save or 'det_default_run.json'
+    (RES / name).write_text(json.dumps(out, indent=1, default=float))
+    print(f"wall {wall:.0f} s (fit {r.seconds:.0f} s); saved {RES / name}")
+
+
+def _gflops(model, size):
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc, torch.no_grad(): model(torch.zeros(1, 3, size, size))
+    return fc.get_total_flops() / 1e9
+
+
+def _score(preds, ds):
+    from fbp_nb.metrics import detection_metrics
+    targets = [{k: torch.as_tensor(v) for k, v in ds.raw(i)[1].items()} for i in range(len(ds))]
+    return detection_metrics(preds, targets, len(ds.class_names), class_names=list(ds.class_names))
+
+
+def real_yolox(args, valid):
+    from fbp_nb.detect import run_detection, detection_config, load_detector
+    from fbp_nb.det_data import letterbox, to_tensor01, unletterbox_boxes
+    cfg = detection_config(model=args.model, data='fer', root=str(args.root), img_size=args.img_size, epochs=args.epochs,
+                           batch_size=args.batch, seed=args.seed, val_frac=0.1, out=str(Path(tempfile.mkdtemp()) / args.model))
+    r = run_detection(cfg, progress=False)
+    model, _ = load_detector(r.out / 'model.pt', 'cpu')
+    preds, t_inf = [], 0.
+    for i in range(len(valid)):          # predictions in original pixels, as a user gets them
+        img, _ = valid.raw(i)
+        lb, _, s, pad = letterbox(img, None, args.img_size)
+        t0 = time.time()
+        with torch.no_grad(): d = model(to_tensor01(lb)[None])[0]
+        t_inf += time.time() - t0
+        preds.append(dict(boxes=unletterbox_boxes(d['boxes'], s, pad, img.size), scores=d['scores'], labels=d['labels']))
+    m = _score(preds, valid)
+    return dict(params_M=sum(p.numel() for p in model.parameters()) / 1e6, gflops=_gflops(lambda x: model.raw(x), args.img_size),
+                fit_seconds=r.seconds, ms_per_image=1000 * t_inf / len(valid), selected_epoch=r.best_val['epoch'],
+                val_part_mAP50=r.best_val['val_mAP50'], **{k: m[k] for k in ('mAP50', 'mAP50_coco', 'mAP')},
+                per_class=m['per_class'][['name', 'n_gt', 'P', 'R', 'F1', 'AP50', 'AP']].to_dict('records'))
+
+
+def real_ultralytics(args, valid):
+    try: from ultralytics import YOLO
+    except ImportError as e: sys.exit(f"skipped: ultralytics is not installed ({e}); pip install ultralytics")
+    work = Path(tempfile.mkdtemp())
+    for s in ('train', 'valid'):         # a copy (43 MB) in a temporary folder: Ultralytics writes label caches next to the labels
+        shutil.copytree(Path(args.root) / s, work / s)
+    names = list(valid.class_names)
+    (work / 'data.yaml').write_text(f"path: {work}\ntrain: train/images\nval: valid/images\nnames: {names}\n")
+    model = YOLO(f'{args.model}.yaml')
+    t0 = time.time()
+    model.train(data=str(work / 'data.yaml'), epochs=args.epochs, imgsz=args.img_size, batch=args.batch, device='cpu', workers=0,
+                pretrained=False, val=False, plots=False, amp=False, seed=args.seed, fraction=args.fraction, project=str(work / 'runs'), name='train', verbose=False)
+    fit = time.time() - t0
+    net = YOLO(str(work / 'runs' / 'train' / 'weights' / 'last.pt'))
+    preds, t_inf = [], 0.
+    for i in range(len(valid)):
+        t1 = time.time()
+        res = net.predict(str(valid.files[i]), imgsz=args.img_size, conf=0.001, iou=0.65, max_det=100, device='cpu', verbose=False)[0]
+        t_inf += time.time() - t1
+        b = res.boxes
+        preds.append(dict(boxes=b.xyxy.cpu(), scores=b.conf.cpu(), labels=b.cls.cpu().long()))
+    m = _score(preds, valid)
+    own = net.val(data=str(work / 'data.yaml'), imgsz=args.img_size, batch=args.batch, device='cpu', plots=False, verbose=False, split='val')
+    inner = net.model
+    shutil.rmtree(work, ignore_errors=True)
+    return dict(params_M=sum(p.numel() for p in inner.parameters()) / 1e6, gflops=_gflops(lambda x: inner.eval()(x), args.img_size),
+                fit_seconds=fit, ms_per_image=1000 * t_inf / len(valid), selected_epoch=args.epochs - 1, val_part_mAP50=None,
+                **{k: m[k] for k in ('mAP50', 'mAP50_coco', 'mAP')}, ultralytics_val=dict(mAP50=float(own.box.map50), mAP=float(own.box.map)),
+                per_class=m['per_class'][['name', 'n_gt', 'P', 'R', 'F1', 'AP50', 'AP']].to_dict('records'))
+
+
+def real(args):
+    from fbp_nb.det_data import YOLODetection
+    if not Path(args.root).is_dir(): sys.exit(f"skipped: {args.root} not found (set FBP_DATA_ROOT or pass --root)")
+    torch.manual_seed(args.seed)
+    valid = YOLODetection(args.root, 'valid', img_size=args.img_size)
+    res = (real_ultralytics if args.model.startswith('yolov') else real_yolox)(args, valid)
+    res.update(model=args.model, epochs=args.epochs, img_size=args.img_size, batch=args.batch, seed=args.seed, machine=machine(),
+               command=f"flock /tmp/cpu.lock nice -n 5 python tests/benchmarks/det_table.py real --model {args.model} --epochs {args.epochs} --img-size {args.img_size} --seed {args.seed}")
+    if args.fraction != 1.0: print(json.dumps({k: v for k, v in res.items() if k != 'per_class'}, default=float)); return   # smoke test: not saved
+    _update(RES / 'det_table.json', f"{args.model}_e{args.epochs}_s{args.img_size}_seed{args.seed}", res)
+    table(args)
+
+
+def table(args):
+    p = RES / 'det_table.json'
+    if not p.exists(): sys.exit(f"no results yet at {p}")
+    d = json.loads(p.read_text())
+    print(f"facial-emotion-detection: train on train, report on valid (185 images); scored by fbp_nb.metrics.detection_metrics\n")
+    print(f"{'run':34s} {'params M':>8s} {'GFLOPs':>7s} {'fit s':>7s} {'ms/img':>7s} {'mAP50':>6s} {'mAP':>6s}")
+    for k, r in d.items():
+        print(f"{k:34s} {r['params_M']:8.2f} {r['gflops']:7.2f} {r['fit_seconds']:7.0f} {r['ms_per_image']:7.1f} {r['mAP50']:6.3f} {r['mAP']:6.3f}"
+              + (f"   (Ultralytics' own val: mAP50 {r['ultralytics_val']['mAP50']:.3f}, mAP {r['ultralytics_val']['mAP']:.3f})" if r.get('ultralytics_val') else ''))
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest='what', required=True)
+    a = sub.add_parser('default'); a.add_argument('--changes', default='{}', help='JSON of RunConfig changes (tuning)'); a.add_argument('--save', default=None)
+    b = sub.add_parser('real')
+    b.add_argument('--model', default='yolox_nano'); b.add_argument('--epochs', type=int, default=10); b.add_argument('--img-size', type=int, default=320)
+    b.add_argument('--batch', type=int, default=16); b.add_argument('--seed', type=int, default=0); b.add_argument('--root', default=str(ROOT))
+    b.add_argument('--fraction', type=float, default=1.0, help='Ultralytics: fraction of train used (smoke tests only)')
+    sub.add_parser('table')
+    args = ap.parse_args()
+    {'default': default_run, 'real': real, 'table': table}[args.what](args)

@@ -1,0 +1,196 @@
+"YOLOX (fbp_nb.models.yolox) and detection runs (fbp_nb.detect): strides, SimOTA and loss against the official yolox package, API, run folder."
+import json
+import pytest
+import torch
+import torchvision
+from torch import nn
+from fbp_nb.models import create_model, list_models, model_info
+from fbp_nb.models.yolox import (YOLOX, PRESETS, make_grid, center_prior, simota_assign, yolox_loss, postprocess, DetAugment,
+                                 ModelEMA, decode_outputs)
+
+C = 7
+SHAPES, STRIDES = [(40, 40), (20, 20), (10, 10)], (8, 16, 32)
+
+
+def _random_case(seed=0, b=3, ks=(3, 1, 0)):
+    "Decoded predictions (b, A, 5 + C) with grad, targets (xyxy) and the same as YOLOX's padded (cls, cx, cy, w, h) labels."
+    g = torch.Generator().manual_seed(seed)
+    grid, st = make_grid(SHAPES, STRIDES)
+    raw = torch.randn(b, len(st), 5 + C, generator=g) * 0.5
+    pred = torch.cat([(raw[..., :2] + grid) * st[:, None], raw[..., 2:4].exp() * st[:, None] * 4, raw[..., 4:]], -1).requires_grad_()
+    targets, labels = [], torch.zeros(b, max(ks), 5)
+    for i, k in enumerate(ks):
+        xy = torch.rand(k, 2, generator=g) * 200 + 20; wh = torch.rand(k, 2, generator=g) * 100 + 10
+        targets.append(dict(boxes=torch.cat([xy, xy + wh], 1), labels=torch.randint(0, C, (k,), generator=g)))
+        labels[i, :k, 0] = targets[-1]['labels'].float()
+        labels[i, :k, 1:] = torchvision.ops.box_convert(targets[-1]['boxes'], 'xyxy', 'cxcywh')
+    return pred, targets, labels, grid, st
+
+
+def _ref_shifts(grid):
+    xs, ys, ss, o = [], [], [], 0
+    for (h, w), s in zip(SHAPES, STRIDES):
+        xs.append(grid[o:o + h * w, 0][None]); ys.append(grid[o:o + h * w, 1][None]); ss.append(torch.full((1, h * w), float(s))); o += h * w
+    return xs, ys, ss
+
+
+@pytest.mark.parametrize('preset', list(PRESETS))
+@pytest.mark.parametrize('hw', [(320, 320), (256, 320), (320, 192)])
+def test_level_strides_match_what_the_loss_assumes(preset, hw):
+    m = create_model(f'yolox_{preset}', num_classes=C).eval()
+    H, W = hw
+    maps = m.head(m.backbone(torch.zeros(1, 3, H, W)))
+    assert [tuple(x.shape[-2:]) for x in maps] == [(H // s, W // s) for s in m.strides] and tuple(m.strides) == STRIDES
+    pred, grid, st = m.raw(torch.zeros(1, 3, H, W))
+    # the anchor centres of each level tile the whole input at that level's stride
+    for s in STRIDES:
+        c = (grid[st == s] + 0.5) * s
+        assert c[:, 0].max() == W - s / 2 and c[:, 1].max() == H - s / 2 and int((st == s).sum()) == (H // s) * (W // s)
+
+
+def test_a_wrong_level_stride_is_caught():
+    m = create_model('yolox_nano', num_classes=C)
+    m.strides = (16, 16, 32)          # the published FER-YOLO-Mamba bug: P3 at stride 16 while the loss assumes 8
+    with pytest.raises(RuntimeError, match='stride 16'):
+        m.raw(torch.zeros(1, 3, 320, 320))
+    with pytest.raises(ValueError, match='multiples of 32'):
+        create_model('yolox_nano').raw(torch.zeros(1, 3, 300, 320))
+
+
+def test_simota_hand_case():
+    grid, st = make_grid(SHAPES, STRIDES)
+    ctr = (grid + 0.5) * st[:, None]
+    gt = torch.tensor([[100., 100., 64., 64.]])
+    cand, good = center_prior(gt, grid, st)
+    pred = torch.zeros(len(st), 5 + C)
+    pred[:, :4] = torch.cat([ctr, torch.full_like(ctr, 16.)], 1)
+    pred[:, 4:] = -4.
+    best = cand.nonzero().squeeze(1)[good[0]][:3]
+    pred[best, :4] = gt
+    fg, gi, piou = simota_assign(pred, gt, torch.tensor([2]), grid, st, C)
+    assert fg.nonzero().squeeze(1).tolist() == sorted(best.tolist()) and gi.tolist() == [0, 0, 0]
+    assert torch.allclose(piou, torch.ones(3))
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_simota_and_loss_match_official_yolox(seed):
+    yh = pytest.importorskip('yolox.models.yolo_head', reason='official yolox package not installed (pip install --no-deps yolox loguru thop)')
+    head = yh.YOLOXHead(C, 0.25)
+    pred, targets, labels, grid, st = _random_case(seed)
+    xs, ys, ss = _ref_shifts(grid)
+    ref = head.get_losses(None, xs, ys, ss, labels, pred, None, torch.float32)
+    mine = yolox_loss(pred, targets, grid, st, C)
+    for r, k in zip(ref[:4], ('loss', 'iou', 'obj', 'cls')):
+        assert abs(float(r) - float(mine[k])) <= 1e-4 * max(1., abs(float(r))), (k, float(r), float(mine[k]))
+    g_ref, = torch.autograd.grad(ref[0], pred, retain_graph=True)
+    g, = torch.autograd.grad(mine['loss'], pred)
+    assert torch.allclose(g, g_ref, atol=1e-6)
+    # the assignment itself, image by image
+    p = pred.detach()
+    for i, t in enumerate(targets):
+        k = len(t['labels'])
+        if k == 0: continue
+        r = head.get_assignments(i, k, len(st), labels[i, :k, 1:], labels[i, :k, 0], p[i, :, :4], torch.cat(ss, 1), torch.cat(xs, 1),
+                                 torch.cat(ys, 1), p[..., 5:], p[..., :4], p[..., 4:5], labels, None)
+        fg, gi, piou = simota_assign(p[i], labels[i, :k, 1:], t['labels'], grid, st, C)
+        assert torch.equal(r[1], fg) and torch.equal(r[3], gi) and torch.allclose(r[2], piou, atol=1e-6)
+
+
+def test_same_outputs_as_official_yolox_with_the_same_weights():
+    ym = pytest.importorskip('yolox.models', reason='official yolox package not installed')
+    for name, (d, w, dw) in PRESETS.items():
+        ref = ym.YOLOX(ym.YOLOPAFPN(d, w, depthwise=dw), ym.YOLOXHead(C, w, depthwise=dw)).eval()
+        for mod in ref.modules():
+            if isinstance(mod, nn.BatchNorm2d): mod.eps = 1e-3
+        ours = create_model(f'yolox_{name}', num_classes=C).eval()
+        ours.load_state_dict(ref.state_dict())
+        assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+        x = torch.rand(1, 3, 256, 320)
+        with torch.no_grad(): r = ref(x); o, _, _ = ours.raw(x)
+        assert torch.allclose(torch.cat([o[..., :4], o[..., 4:].sigmoid()], -1), r, atol=1e-3)
+
+
+def test_registry_and_forward_contract():
+    assert {'yolox_nano', 'yolox_tiny', 'yolox_s'} <= set(list_models(task='detection'))
+    assert model_info('yolox_nano').task == 'detection'
+    m = create_model('yolox_nano', num_classes=3)
+    assert m.model_config == {'name': 'yolox_nano', 'kwargs': {'num_classes': 3}} and m.num_classes == 3
+    x = torch.rand(2, 3, 128, 160)
+    t = [dict(boxes=torch.tensor([[10., 10., 60., 70.]]), labels=torch.tensor([2])), dict(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))]
+    L = m.train()(x, t)
+    assert set(L) == {'loss', 'iou', 'obj', 'cls', 'n_fg'} and L['loss'].requires_grad and torch.isfinite(L['loss'])
+    L['loss'].backward()
+    assert all(p.grad is not None for p in m.parameters())
+    assert m(x).shape == (2, 16 * 20 + 8 * 10 + 4 * 5, 5 + 3)      # training mode without targets: decoded predictions
+    m.eval(); m.conf = 0.
+    out = m(x)
+    assert len(out) == 2 and all(set(o) == {'boxes', 'scores', 'labels'} and o['boxes'].shape[1:] == (4,) and len(o['boxes']) <= 100 for o in out)
+    assert all(((o['boxes'][:, 2:] >= o['boxes'][:, :2]).all()) and ((o['labels'] >= 0) & (o['labels'] < 3)).all() for o in out)
+    w = create_model('yolox_nano', num_classes=7, width=0.125)
+    assert w.model_config['kwargs'] == {'num_classes': 7, 'width': 0.125} and sum(p.numel() for p in w.parameters()) < 0.4e6
+
+
+def test_postprocess_is_classwise_nms():
+    torch.manual_seed(0)
+    p = torch.randn(2, 300, 5 + C)
+    p[..., :2] = torch.rand(2, 300, 2) * 100; p[..., 2:4] = torch.rand(2, 300, 2) * 30 + 5
+    for d, q in zip(postprocess(p, conf=0.05, nms_iou=0.5, max_det=1000), p):
+        s, lab = (q[:, 5:].sigmoid() * q[:, 4:5].sigmoid()).max(1)
+        k = s >= 0.05
+        b = torchvision.ops.box_convert(q[k, :4], 'cxcywh', 'xyxy')
+        ref = []
+        for c in lab[k].unique():      # NMS class by class, by hand with torchvision.ops.nms
+            i = (lab[k] == c).nonzero().squeeze(1)
+            ref += [(round(float(s[k][j]), 6), int(c)) for j in i[torchvision.ops.nms(b[i], s[k][i], 0.5)]]
+        assert sorted(ref, reverse=True) == sorted(zip([round(v, 6) for v in d['scores'].tolist()], d['labels'].tolist()), reverse=True)
+
+
+def test_augmentation_moves_boxes_with_the_image():
+    img = torch.zeros(3, 64, 96)
+    img[:, 10:30, 20:50] = 1.                                   # a white box exactly where the target says
+    t = dict(boxes=torch.tensor([[20., 10., 50., 30.]]), labels=torch.tensor([4]))
+    torch.manual_seed(0)
+    for _ in range(5):
+        a, at = DetAugment(hsv=(0, 0, 0), min_size=1.)(img, t)
+        if len(at['boxes']) == 0: continue
+        x1, y1, x2, y2 = at['boxes'][0].round().long().tolist()
+        inside = a[0, y1 + 1:y2 - 1, x1 + 1:x2 - 1]
+        assert inside.numel() == 0 or inside.mean() > 0.9       # the box still covers the white patch
+        assert at['labels'].tolist() == [4]
+
+
+def test_ema_tracks_the_weights():
+    net = nn.Linear(4, 2)
+    ema = ModelEMA(net, decay=0.5, tau=1e-9)                     # decay 0.5 from the first update
+    w = [net.weight.detach().clone()]
+    for _ in range(3):
+        with torch.no_grad(): net.weight.add_(1.)
+        ema.update(net); w.append(net.weight.detach().clone())
+    expect = w[0]
+    for v in w[1:]: expect = 0.5 * expect + 0.5 * v
+    assert torch.allclose(ema.module.weight, expect)
+
+
+def test_detection_run_folder_evaluate_predict(tmp_path, capsys):
+    from fbp_nb.detect import run_detection, detection_config, check_detection_config, evaluate_detector, predict_boxes
+    from fbp_nb.train import read_run
+    from fbp_nb.synth import SynthFER
+    cfg = detection_config(n_train=8, n_val=4, n_test=4, img_size=64, epochs=1, batch_size=4, out=str(tmp_path / 'r'))
+    r = run_detection(cfg, progress=False)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"mAP50={r.test['mAP50']:.3f} mAP={r.test['mAP']:.3f}"
+    assert {'model.pt', 'last.pt', 'config.json', 'metrics.json', 'history.json', 'history.csv'} <= {p.name for p in (tmp_path / 'r').iterdir()}
+    ck = read_run(tmp_path / 'r' / 'model.pt')
+    assert ck['config']['task'] == 'detection' and ck['config']['model'] == {'name': 'yolox_nano', 'kwargs': {'num_classes': 7}}
+    m = evaluate_detector(tmp_path / 'r' / 'model.pt', 'test', verbose=False)
+    assert abs(m['mAP50'] - r.test['mAP50']) < 1e-9 and len(m['per_class']) == 7
+    img = tmp_path / 'x.png'
+    SynthFER(n=1, img_size=96, split='test').load_image(0).save(img)
+    rows = predict_boxes(tmp_path / 'r', [img], tmp_path / 'pred', conf=0.)
+    assert (tmp_path / 'pred' / 'x_boxes.png').is_file() and all(len(row) == 7 and row[0] == str(img) for row in rows)
+    with pytest.raises(ValueError, match='not a detection model'):
+        check_detection_config(cfg.replace(model='mamba_cnn_D'))
+    with pytest.raises(ValueError, match='root'):
+        check_detection_config(cfg.replace(data='fer'))
+    with pytest.raises(ValueError, match='img_size'):
+        run_detection(cfg.replace(img_size=100))
