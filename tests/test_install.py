@@ -142,6 +142,7 @@ def test_core_requirements_are_lean(sdist_install):
     assert 'grad-cam' in extra('interpret')
     assert {'seaborn', 'ipywidgets', 'matplotlib', 'scipy'} <= extra('course')
     assert extra('course') <= extra('dev') and {'nbdev', 'pytest'} <= extra('dev'), 'dev must stay a complete course + test env'
+    assert extra('interpret') <= extra('dev'), 'dev runs chapter 13 (Grad-CAM): it needs the interpret extra'
     assert 'build' in extra('dev')
 
 def test_import_without_optional_packages():
