@@ -13,7 +13,7 @@ from fbp_nb.learner import DivergenceError
 from fbp_nb.metrics import regression_metrics
 from fbp_nb.train import RunConfig, run, read_run, evaluate, predict_photos, scorer, load_splits, score_split, check_out
 
-TINY = ['--n-train', '48', '--n-val', '16', '--n-test', '24', '--img-size', '32', '--width-mult', '0.25',
+TINY = ['--lr-schedule', 'plateau', '--n-train', '48', '--n-val', '16', '--n-test', '24', '--img-size', '32', '--width-mult', '0.25',
         '--device', 'cpu', '--no-progress', '--epochs', '1']
 SCUT_KW = dict(data='scut', val_frac=0.2, img_size=32, model='mamba_cnn_A', arch='compact', model_kwargs={'width_mult': 0.25},
                epochs=1, batch_size=8, device='cpu')
