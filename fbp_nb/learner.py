@@ -94,10 +94,12 @@ class CancelFitException(Exception): "Raise from a callback to end `fit` at once
 class DivergenceError(FloatingPointError):
     "Training diverged: a non-finite loss, non-finite or exploding weights, or non-finite validation values (names the epoch and the lr)."
 
-def _diverged(what:str, epoch, lr) -> DivergenceError:
-    "The error for divergence `what` at `epoch`, naming the likely cause: the learning rate."
-    return DivergenceError(f"training diverged at epoch {epoch}: {what}. Likely cause: the learning rate is too high (lr={lr:g}); "
-                           f"lower it (e.g. --lr {lr/10:g}) or check the data and the loss")
+def _diverged(what:str, epoch, lr, peak=None) -> DivergenceError:
+    "The error for divergence `what` at `epoch`, naming the likely cause: the learning rate (`peak`: its schedule's starting value)."
+    base = lr if peak is None else peak
+    now = '' if peak is None or math.isclose(peak, lr) else f" at the start of its schedule, {lr:g} now"
+    return DivergenceError(f"training diverged at epoch {epoch}: {what}. Likely cause: the learning rate is too high (lr={base:g}{now}); "
+                           f"lower it (e.g. --lr {base/10:g}) or check the data and the loss")
 
 def _to(b, device, channels_last=False):
     "Move tensors in a (nested) batch to `device`; float 4-D tensors to channels_last when asked."
@@ -191,13 +193,13 @@ class DivergenceCheck(Callback):
     def after_epoch(self):
         l = self.learn
         bad, big = state_health(l.raw_model.state_dict())
-        if bad is not None: raise _diverged(f"non-finite values in the weights ({bad})", l.epoch, l.lr)
+        if bad is not None: raise _diverged(f"non-finite values in the weights ({bad})", l.epoch, l.lr, l.peak_lr)
         named = [(n, float(p.detach().abs().max())) for n, p in l.raw_model.named_parameters() if p.numel() and p.is_floating_point()]
         n, m = max(named, key=lambda t: t[1], default=('', 0.))
-        if m > self.max_abs: raise _diverged(f"exploding weights (|{n}| reaches {m:.3g} > {self.max_abs:g})", l.epoch, l.lr)
+        if m > self.max_abs: raise _diverged(f"exploding weights (|{n}| reaches {m:.3g} > {self.max_abs:g})", l.epoch, l.lr, l.peak_lr)
         nonfin = [k for k, v in l.log.items() if k.startswith('val_') and isinstance(v, float) and math.isinf(v)
                   or k == 'val_loss' and isinstance(v, float) and math.isnan(v)]
-        if nonfin: raise _diverged(f"non-finite validation values ({', '.join(f'{k}={l.log[k]}' for k in nonfin)})", l.epoch, l.lr)
+        if nonfin: raise _diverged(f"non-finite validation values ({', '.join(f'{k}={l.log[k]}' for k in nonfin)})", l.epoch, l.lr, l.peak_lr)
 
 # %% ../nbs/05_learner.ipynb #321f770f
 class Learner:
@@ -297,6 +299,10 @@ def raw_model(self:Learner) -> nn.Module: return self.model.module if self.dist 
 def is_main(self:Learner) -> bool: return self.rank == 0
 @patch(as_prop=True)
 def lr(self:Learner) -> float: return self.opt.param_groups[0]['lr']
+@patch(as_prop=True)
+def peak_lr(self:Learner) -> float:
+    "The first group's lr before any schedule changed it (schedulers record it as 'initial_lr')."
+    return self.opt.param_groups[0].get('initial_lr', self.lr)
 
 # %% ../nbs/05_learner.ipynb #65fb0131
 @patch
@@ -333,7 +339,7 @@ def _train_batch(self:Learner):
     self.loss = self._loss(self.pred, self.y)
     self('after_loss')
     if not torch.isfinite(self.loss):
-        raise _diverged(f"the loss is {self.loss.item()} at batch {self.iter}", self.epoch, self.lr)
+        raise _diverged(f"the loss is {self.loss.item()} at batch {self.iter}", self.epoch, self.lr, self.peak_lr)
     self.opt.zero_grad(set_to_none=True)
     self.grad_scaler.scale(self.loss).backward()
     if self.clip_grad is not None:

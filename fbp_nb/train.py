@@ -161,12 +161,18 @@ class ImageSplit(torch.utils.data.Dataset):
         img = self.base.render(i) if hasattr(self.base, 'render') else self.base.get_image(i)
         if self.memo and self.pre_post is None: self.imgs[i] = img
         return img
+    def _kept(self, i:int) -> torch.Tensor:
+        x = self.tensors.get(i)
+        if x is None: x = self.tensors[i] = self.pre_post[0](self.image(i))   # (3, h, w) uint8, kept
+        return x
     def __getitem__(self, i):
         if self.pre_post is None: return self.transform(self.image(i)), torch.tensor(self.scores[i])
-        pre, post = self.pre_post
-        x = self.tensors.get(i)
-        if x is None: x = self.tensors[i] = pre(self.image(i))                # (3, h, w) uint8, kept
-        return post(x), torch.tensor(self.scores[i])
+        return self.pre_post[1](self._kept(i)), torch.tensor(self.scores[i])
+    def __getitems__(self, idx:list) -> list:
+        "The items `idx` (a DataLoader calls this for a batch): kept images are converted and normalised in one call per batch."
+        if self.pre_post is None: return [self[i] for i in idx]
+        xs = self.pre_post[1](torch.stack([self._kept(i) for i in idx]))     # (b, 3, h, w) float32
+        return list(zip(xs.unbind(0), torch.from_numpy(self.scores[list(idx)]).unbind(0)))
     def __repr__(self): return f"ImageSplit({self.base!r}, {len(self)} images)"
 
 class FoldView:
@@ -413,6 +419,10 @@ def check_resume(config:RunConfig, resume) -> RunConfig:
     for k in RunConfig.__dataclass_fields__:
         if k not in _NOT_RUN_KEYS and getattr(cfg, k) != getattr(stored, k):
             raise ValueError(f"resume {resume}: the run was trained with {k}={getattr(stored, k)!r}, not {getattr(cfg, k)!r}")
+    if cfg.lr_schedule == 'cosine' and cfg.epochs != stored.epochs:   # the cosine lr at a batch depends on the total number of epochs
+        warnings.warn(f"resume {resume}: the run was started for {stored.epochs} epochs and now runs {cfg.epochs}: its cosine schedule "
+                      f"is recomputed over {cfg.epochs} epochs from the next epoch on (the lr jumps), so it is not the same as an "
+                      f"uninterrupted {cfg.epochs}-epoch run; use --lr-schedule plateau for runs you plan to extend", UserWarning, stacklevel=2)
     return cfg.replace(out=cfg.out or str(Path(resume).parent))
 
 # %% ../nbs/05b_train.ipynb #2c03a540
