@@ -13,9 +13,10 @@ from .scan import has_mamba_ssm
 from .mamba import MambaLM, train_copy_task, copy_accuracy
 from .learner import resolve_device
 from .losses import LOSS_NAMES, LAWS
-from .models import list_models
-from .train import (RunConfig, DATASETS, run, read_run, stored_config, evaluate as evaluate_run, predict_photos, metrics_line,
+from .models import list_models, model_info
+from .train import (RunConfig, DATASETS, DET_DATASETS, run, read_run, stored_config, evaluate as evaluate_run, predict_photos, metrics_line,
                           print_metrics)
+# fbp_nb.detect (detectors) is imported where a detector is met: it loads torchvision's models, seconds `fbp info` need not wait
 
 # %% auto #0
 __all__ = ['info', 'demo', 'main', 'config_from_args', 'args_from_config', 'train', 'error_message', 'train_main', 'evaluate',
@@ -53,9 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'fbp_nb {fbp_nb.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     sub.add_parser('info', help='print versions, devices and optional backends')
-    sub.add_parser('train', help='= fbp_train: train Mamba-CNN (default: on embedded synthetic faces, under 3 min on CPU)', add_help=False)
-    sub.add_parser('eval', help='= fbp_eval: score a checkpoint on a data split', add_help=False)
-    sub.add_parser('predict', help='= fbp_predict: score face photos with a checkpoint', add_help=False)
+    sub.add_parser('train', help='= fbp_train: train Mamba-CNN (default: on embedded synthetic faces, under 3 min on CPU) or a detector (--model yolox_nano)', add_help=False)
+    sub.add_parser('eval', help='= fbp_eval: score a checkpoint (regressor or detector) on a data split', add_help=False)
+    sub.add_parser('predict', help='= fbp_predict: score face photos, or detect expressions, with a checkpoint', add_help=False)
     d = sub.add_parser('demo', help='main job: selective vs LTI Mamba on selective copying (no downloads, ~2 min on CPU)')
     d.add_argument('--steps', type=int, default=600, help='training steps per model (default: 600)')
     d.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
@@ -83,19 +84,29 @@ def main(argv:list[str]|None=None) -> int:
 
 # %% ../nbs/90_cli.ipynb #4c3c94e8
 _RUN_KEYS = ('data', 'root', 'protocol', 'val_frac', 'model', 'arch', 'augment', 'img_size', 'width_mult', 'batch_size',
-             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule', 'align', 'on_missing')
+             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule', 'align', 'on_missing', 'model_kwargs')
 # fixed for a run: taken from the checkpoint on --resume
 
 def _model_name(s):
-    "--model: any regression model of the registry (`list_models(task='regression')`)."
-    names = list_models(task='regression')
-    if s not in names: raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(names)})")
+    "--model: any model of the registry: a regression model (`list_models(task='regression')`) or a detector (task='detection')."
+    if s not in list_models():
+        raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(list_models(task='regression'))}; "
+                                         f"detectors: {', '.join(list_models(task='detection'))})")
     return s
+
+def _is_detector(name:str) -> bool: return model_info(name).task == 'detection'
 
 def _pos_int(s):
     v = int(s)
     if v < 1: raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
+
+def _json_kwargs(s):
+    "--model-kwargs: a JSON object of the model builder's keyword arguments."
+    try: d = json.loads(s)
+    except json.JSONDecodeError as e: raise argparse.ArgumentTypeError(f"not JSON ({e}): {s!r}") from None
+    if not isinstance(d, dict): raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"dropout\": 0.2}}', got {s!r}")
+    return d
 
 def _pos_float(s):
     v = float(s)
@@ -103,27 +114,33 @@ def _pos_float(s):
     return v
 
 def _add_data_args(p, for_train:bool):
-    p.add_argument('--data', choices=DATASETS, default='synth' if for_train else None,
-                   help="synth (embedded SynthFaces, no downloads), scut (SCUT-FBP5500), mebeauty, kdef (KDEF-PT)" + (" (default: synth)" if for_train else " (default: the checkpoint's)"))
-    p.add_argument('--root', help='data set folder (required for scut, mebeauty, kdef)')
+    p.add_argument('--data', choices=DATASETS + DET_DATASETS, default='synth' if for_train else None,
+                   help="regression: synth (embedded SynthFaces, no downloads), scut (SCUT-FBP5500), mebeauty, kdef (KDEF-PT); "
+                        "detection: synth_fer (embedded SynthFER scenes), fer or yolo (any YOLO-format folder, --root)"
+                        + (" (default: synth; synth_fer for a detector)" if for_train else " (default: the checkpoint's)"))
+    p.add_argument('--root', help='data set folder (required for scut, mebeauty, kdef, fer, yolo)')
     p.add_argument('--protocol', default='60-40' if for_train else None, help="scut: 60-40 or a cross-validation fold 1..5 (default: 60-40)")
     p.add_argument('--val-frac', type=float, default=0.1 if for_train else None, help='fraction of the training split held out for validation (scut, kdef; default: 0.1)')
-    p.add_argument('--n-train', type=_pos_int, default=12000 if for_train else None, help='synth: training images (default: 12000)')
-    p.add_argument('--n-val', type=_pos_int, default=300 if for_train else None, help='synth: validation images (default: 300)')
-    p.add_argument('--n-test', type=_pos_int, default=500 if for_train else None, help='synth: test images (default: 500)')
+    p.add_argument('--n-train', type=_pos_int, default=12000 if for_train else None, help='synth: training images (default: 12000; synth_fer: 1000 scenes)')
+    p.add_argument('--n-val', type=_pos_int, default=300 if for_train else None, help='synth: validation images (default: 300; synth_fer: 150)')
+    p.add_argument('--n-test', type=_pos_int, default=500 if for_train else None, help='synth: test images (default: 500; synth_fer: 300)')
     p.add_argument('--cache', choices=('none', 'memory'), default='none', help='keep decoded real images in memory (synth always is; also decodes every image before training)')
     p.add_argument('--on-missing', choices=('error', 'skip'), default='error' if for_train else None,
                    help="images listed by the data set's files but not on disk: error, or skip them (counted and reported)" + (" (default: error)" if for_train else " (default: the checkpoint's)"))
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N or mps (default: auto)')
-    p.add_argument('--batch-size', type=_pos_int, default=32 if for_train else None, help='batch size (default: 32)')
+    p.add_argument('--batch-size', type=_pos_int, default=32 if for_train else None, help='batch size (default: 32; a detector: 16)')
     p.add_argument('--workers', type=int, default=0, help='DataLoader worker processes (default: 0)')
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='fbp_train', description='Train a facial-beauty regressor (Mamba-CNN by default) and score the held-out test split. '
-                                'With no arguments: Mamba-CNN D on the embedded synthetic faces, under 3 min on a 2-core CPU.')
+    from fbp_nb.detect import DET_DEFAULTS
+    p = argparse.ArgumentParser(prog='fbp_train', description='Train a facial-beauty regressor (Mamba-CNN by default) or an expression detector '
+                                '(--model yolox_nano: the task follows the model) and score the held-out test split. '
+                                'With no arguments: Mamba-CNN D on the embedded synthetic faces, under 3 min on a 2-core CPU. '
+                                f"A detector's options you do not give take the detection defaults ({', '.join(f'{k}={v}' for k, v in DET_DEFAULTS.items())}).")
     _add_data_args(p, True)
     p.add_argument('--model', type=_model_name, default='mamba_cnn_D', metavar='MODEL',
-                   help="any name of list_models(task='regression'): mamba_cnn_A..D, mobilenet_v2, resnext50, inception_v3, two_branch_increx, ... (default: mamba_cnn_D)")
+                   help="any name of list_models(): a regressor (mamba_cnn_A..D, mobilenet_v2, resnext50, inception_v3, two_branch_increx, ...) "
+                        "or a detector (task='detection': yolox_nano, yolox_tiny, yolox_s, fer_yolo_mamba, fer_yolo_mamba_nano) (default: mamba_cnn_D)")
     p.add_argument('--arch', choices=('auto', 'full', 'compact'), default='auto',
                    help="Mamba-CNN stages: full (MobileNetV2's, stride 32, the paper's) or compact (7 blocks, stride 16); auto: compact on synth, full on real data")
     p.add_argument('--augment', choices=('auto', 'on', 'off'), default='auto',
@@ -133,12 +150,14 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument('--fresh-lr-mult', type=_pos_float, default=1.0,
                    help='with --weights: learning rate of the tensors not in the file (head, pyramid, gates) = --lr times this (default: 1)')
     p.add_argument('--width-mult', type=_pos_float, default=1.0, help='channel multiplier (default: 1.0)')
+    p.add_argument('--model-kwargs', type=_json_kwargs, default=None, metavar='JSON',
+                   help="""more keyword arguments of the model's builder, as JSON, e.g. '{"dropout": 0.2}' (Mamba-CNN) or '{"frm": false, "directions": 4}' (fer_yolo_mamba)""")
     p.add_argument('--align', choices=('none', 'landmarks', 'detector'), default='none',
                    help="face crop: none (the images as released), landmarks (SCUT-FBP5500: Dynamic ER-CNN crop from the landmark files) or "
                         "detector (OpenCV Haar aligner, the same crop without landmarks); stored in the run, fbp_eval/fbp_predict use it (default: none)")
-    p.add_argument('--img-size', type=int, default=64, help='network input side in pixels, >= 32 (default: 64)')
-    p.add_argument('--epochs', type=_pos_int, default=5, help='epochs (total, also with --resume; default: 5)')
-    p.add_argument('--lr', type=_pos_float, default=None, help='AdamW learning rate (default: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos)')
+    p.add_argument('--img-size', type=int, default=64, help='network input side in pixels, >= 32 (default: 64; a detector: 192, a multiple of 32)')
+    p.add_argument('--epochs', type=_pos_int, default=5, help='epochs (total, also with --resume; default: 5; a detector: 6)')
+    p.add_argument('--lr', type=_pos_float, default=None, help='AdamW learning rate (default: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos; a detector: 4e-3)')
     p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine'), default='auto',
                    help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; auto: cosine with --weights or on synth, else plateau')
     p.add_argument('--loss', choices=LOSS_NAMES, default='mse', help='training loss (default: mse); the robust ones are dynamic by default (07_losses)')
@@ -160,9 +179,12 @@ def _train_parser() -> argparse.ArgumentParser:
 def config_from_args(a:argparse.Namespace) -> RunConfig:
     "The `RunConfig` of parsed `fbp_train` options (`--width-mult`, `--stem` -> model_kwargs; `--cache none` -> None)."
     if a.stem != 'auto' and not a.model.startswith('mamba_cnn'): raise ValueError(f"--stem applies to Mamba-CNN, not {a.model}")
-    if a.width_mult != 1.0 and a.model in ('resnext50', 'inception_v3', 'two_branch_increx'):
+    if a.width_mult != 1.0 and (a.model in ('resnext50', 'inception_v3', 'two_branch_increx') or _is_detector(a.model)):
         raise ValueError(f"--width-mult applies to Mamba-CNN and MobileNetV2, not {a.model}")
-    kw = {**({'width_mult': a.width_mult} if a.width_mult != 1.0 else {}), **({'stem': a.stem} if a.stem != 'auto' else {})}
+    extra = dict(getattr(a, 'model_kwargs', None) or {})
+    for k, opt, off in (('width_mult', '--width-mult', 1.0), ('stem', '--stem', 'auto')):
+        if k in extra and getattr(a, k) != off: raise ValueError(f"--model-kwargs sets {k} and {opt} too: give it once")
+    kw = {**extra, **({'width_mult': a.width_mult} if a.width_mult != 1.0 else {}), **({'stem': a.stem} if a.stem != 'auto' else {})}
     c = RunConfig(**{k: getattr(a, k) for k in RunConfig.__dataclass_fields__ if hasattr(a, k) and k not in ('model_kwargs', 'cache', 'protocol')},
                   protocol=str(a.protocol), cache=None if a.cache == 'none' else a.cache, model_kwargs=kw)
     return c.validate(flag=lambda k: '--' + k.replace('_', '-'))
@@ -171,7 +193,8 @@ def args_from_config(c:RunConfig) -> dict:
     "`fbp_train` option values (argparse destinations) of a `RunConfig`: the inverse of `config_from_args`."
     d = c.to_dict()
     kw = d.pop('model_kwargs')
-    d.update(width_mult=kw.get('width_mult', 1.0), stem=kw.get('stem', 'auto'), cache=d['cache'] or 'none')
+    rest = {k: v for k, v in kw.items() if k not in ('width_mult', 'stem')}
+    d.update(width_mult=kw.get('width_mult', 1.0), stem=kw.get('stem', 'auto'), model_kwargs=rest or None, cache=d['cache'] or 'none')
     return d
 
 def _explicit(p:argparse.ArgumentParser, argv) -> set:
@@ -194,11 +217,24 @@ def _resume_args(a, given:set):
     return a
 
 # %% ../nbs/90_cli.ipynb #e31f4dfa
+def _detection_args(a, given:set):
+    "A new detection run: the options not given take the detection defaults (`DET_DEFAULTS`, as `detection_config` fills them)."
+    from fbp_nb.detect import DET_DEFAULTS
+    for k, v in DET_DEFAULTS.items():
+        if k not in given: setattr(a, k, v)
+    return a
+
 def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     "Run `fbp_train` with parsed options `a` (`given`: options set explicitly); returns the test metrics."
     resolve_device(a.device)                                  # a missing GPU fails here, before any work
     if a.resume: a = _resume_args(a, given)
-    return run(config_from_args(a), resume=a.resume, progress=not a.no_progress).test
+    det = _is_detector(a.model)                               # the task follows the model
+    if det and not a.resume: a = _detection_args(a, given)
+    c = config_from_args(a)
+    if det and a.resume:                                      # the field no option sets (wd) is the stored run's
+        s = stored_config(read_run(a.resume)['config'])
+        c = c.replace(wd=s.wd)
+    return run(c, resume=a.resume, progress=not a.no_progress).test
 
 # %% ../nbs/90_cli.ipynb #6812d582
 def _safe_streams():
@@ -259,7 +295,8 @@ def train_main(argv:list[str]|None=None) -> int:
 
 # %% ../nbs/90_cli.ipynb #3d95aa5b
 def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='fbp_eval', description="Score a fbp_train checkpoint on a data split: PC, MAE, RMSE (+ per group). "
+    p = argparse.ArgumentParser(prog='fbp_eval', description="Score a fbp_train checkpoint on a data split: PC, MAE, RMSE (+ per group) for a "
+                                "regressor; per-class P/R/F1 and AP, mAP@0.5 (VOC all-point) and COCO mAP for a detector. "
                                 "Data options default to the checkpoint's.")
     p.add_argument('ckpt', metavar='CKPT', help='model.pt (or last.pt) written by fbp_train')
     _add_data_args(p, False)
@@ -267,10 +304,23 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', type=_model_name, metavar='MODEL', help='expected architecture: a checkpoint of another one is an error')
     return p
 
+def _evaluate_detector(a:argparse.Namespace, cfg:dict) -> dict:
+    "`fbp_eval` on a detection checkpoint: the per-class table, mAP@0.5 (VOC all-point), COCO mAP; last line `mAP50=<x> mAP=<x>`."
+    from fbp_nb.detect import evaluate_detector
+    for flag, v in (('--protocol', a.protocol), ('--on-missing', a.on_missing), ('--cache', None if a.cache == 'none' else a.cache)):
+        if v is not None: raise ValueError(f"{flag} applies to regression checkpoints; {a.ckpt} is a detector")
+    name = cfg['model']['name']
+    if a.model is not None and a.model != name: raise ValueError(f"{a.ckpt}: checkpoint of {name}, not --model {a.model}")
+    changes = {k: getattr(a, k) for k in ('data', 'n_train', 'n_val', 'n_test', 'val_frac') if getattr(a, k) is not None}
+    print(f"{a.ckpt}: detector {name} ({len(cfg['class_names'])} classes) trained on {cfg['data']}, scored on {changes.get('data', cfg['data'])} {a.split}")
+    return evaluate_detector(a.ckpt, a.split, root=a.root, device=a.device, batch_size=a.batch_size or cfg['run']['batch_size'], **changes)
+
 def evaluate(a:argparse.Namespace) -> dict:
     "Run `fbp_eval` with parsed options `a`; returns the metrics."
     resolve_device(a.device)
     cfg = read_run(a.ckpt)['config']
+    if cfg.get('task') == 'detection': return _evaluate_detector(a, cfg)   # the task follows the checkpoint
+    if a.data in DET_DATASETS: raise ValueError(f"--data {a.data} is detection data; {a.ckpt} is a regression checkpoint")
     changes = {k: getattr(a, k) for k in ('data', 'protocol', 'val_frac', 'n_train', 'n_val', 'n_test', 'on_missing') if getattr(a, k) is not None}
     if 'protocol' in changes: changes['protocol'] = str(changes['protocol'])
     m, table = evaluate_run(a.ckpt, a.split, device=a.device, workers=a.workers, model=a.model, batch_size=a.batch_size, root=a.root,
@@ -293,7 +343,9 @@ def eval_main(argv:list[str]|None=None) -> int:
 
 # %% ../nbs/90_cli.ipynb #9ce0b0ef
 def _predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='fbp_predict', description='Score face photos on the 1-5 beauty scale with a fbp_train checkpoint.')
+    p = argparse.ArgumentParser(prog='fbp_predict', description='Score face photos on the 1-5 beauty scale with a fbp_train checkpoint; with a '
+                                'detector checkpoint: one line per box (path, class, score, x1,y1,x2,y2 in the picture\'s pixels) and the pictures '
+                                'drawn with boxes, class names and confidences.')
     p.add_argument('ckpt', metavar='CKPT', help='model.pt written by fbp_train')
     p.add_argument('images', metavar='IMAGE', nargs='+', help='photo files (jpg, png, ...)')
     p.add_argument('--align', choices=('none', 'landmarks', 'detector'), default=None,
@@ -303,13 +355,38 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N or mps (default: auto)')
     p.add_argument('--cam', metavar='DIR', default=None, help='also write a Grad-CAM overlay per photo into DIR (needs fbp_nb[interpret]; chapter 13)')
     p.add_argument('--cam-method', default='gradcam', help='a method of fbp_nb.interpret.METHODS (default: gradcam)')
+    p.add_argument('--out', metavar='DIR', default=None,
+                   help="detector: folder for the drawn pictures, <name>_boxes.png (default: predictions/ in the checkpoint's run folder)")
+    p.add_argument('--conf', type=_unit_float, default=None, help='detector: lowest box score shown, 0-1 (default: 0.25)')
     return p
+
+def _unit_float(s):
+    v = float(s)
+    if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {v}")
+    return v
+
+def _predict_boxes(a:argparse.Namespace):
+    "`fbp_predict` with a detector: one `box_line` per box on stdout; the drawn pictures in --out (a note on stderr)."
+    from fbp_nb.detect import predict_boxes, box_line
+    for flag, v in (('--align', a.align), ('--no-align', a.no_align or None), ('--cam', a.cam)):
+        if v is not None: raise ValueError(f"{flag} applies to beauty checkpoints; {a.ckpt} is a detector")
+    ck = Path(a.ckpt)
+    out = Path(a.out) if a.out is not None else (ck if ck.is_dir() else ck.parent)/'predictions'
+    files = []
+    rows = predict_boxes(a.ckpt, a.images, out, 0.25 if a.conf is None else a.conf, a.device, files=files)
+    for r in rows: print(box_line(r))
+    empty = [p for p in a.images if not any(r[0] == str(Path(p)) for r in rows)]
+    if empty: print(f"note: no box with score >= {0.25 if a.conf is None else a.conf} in {len(empty)} picture(s): {', '.join(map(str, empty))}", file=sys.stderr)
+    print(f"note: wrote {len(files)} picture(s) with boxes to {out}", file=sys.stderr)
 
 def predict_main(argv:list[str]|None=None) -> int:
     "Console entry point of `fbp_predict` (also `fbp predict`)."
     a = _predict_parser().parse_args(sys.argv[1:] if argv is None else argv)
     def go():
         resolve_device(a.device)
+        if read_run(a.ckpt)['config'].get('task') == 'detection': return _predict_boxes(a)   # the task follows the checkpoint
+        for flag, v in (('--out', a.out), ('--conf', a.conf)):
+            if v is not None: raise ValueError(f"{flag} applies to detector checkpoints; {a.ckpt} scores beauty")
         if a.no_align and a.align not in (None, 'none'): raise ValueError(f"--no-align contradicts --align {a.align}")
         res = predict_photos(a.ckpt, a.images, 'none' if a.no_align else a.align, a.device)
         lo, hi = read_run(a.ckpt)['config']['scale']

@@ -4,29 +4,30 @@
 
 # %% ../nbs/11b_detect.ipynb #c2f13aa6
 from __future__ import annotations
-import dataclasses, json, math, sys, time
+import dataclasses, json, math, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn, Tensor
 from .learner import resolve_device, seed_everything, Learner, Callback, EarlyStopping, HistoryCallback, CosineLR, ProgressCallback, _atomic_save
-from .train import RunConfig, RunResult, ConfigCheckpoint, read_run, _root_entries
+from .train import RunConfig, RunResult, ConfigCheckpoint, read_run, check_out, data_root, _root_entries, DET_DATASETS
 from .det_data import YOLODetection, detection_collate, letterbox, to_tensor01, unletterbox_boxes
+from .data import load_image
 from .synth import SynthFER
 from .metrics import detection_metrics
 from .models import create_model, list_models
 from .models.yolox import DetAugment, ModelEMA   # also registers yolox_nano/tiny/s
 
 # %% auto #0
-__all__ = ['DET_DATASETS', 'DET_DEFAULTS', 'detection_config', 'check_detection_config', 'MemoryDetection', 'detection_splits',
-           'DetectionTask', 'DetLoss', 'DetCallback', 'DetEpochPrinter', 'det_metrics_fn', 'detection_learner',
-           'det_line', 'print_det_metrics', 'score_detections', 'run_detection', 'load_detector', 'evaluate_detector',
-           'box_line', 'predict_boxes']
+__all__ = ['DET_DEFAULTS', 'detection_config', 'check_detection_config', 'MemoryDetection', 'detection_splits', 'DetectionTask',
+           'DetLoss', 'DetCallback', 'DetEpochPrinter', 'det_metrics_fn', 'detection_learner', 'det_line',
+           'print_det_metrics', 'score_detections', 'run_detection', 'load_detector', 'evaluate_detector', 'box_line',
+           'predict_boxes']
 
 # %% ../nbs/11b_detect.ipynb #8bd463a8
-DET_DATASETS = ('synth_fer', 'fer', 'yolo')     # 'fer' and 'yolo': any YOLO-format folder (`--root`)
+# DET_DATASETS = ('synth_fer', 'fer', 'yolo') comes from chapter 05b (RunConfig.validate knows them); 'fer', 'yolo': any YOLO-format folder (`root`)
 # detection values of the RunConfig fields whose regression default does not suit a detector
-DET_DEFAULTS = dict(data='synth_fer', img_size=192, n_train=1000, n_val=150, n_test=300, epochs=6, batch_size=16, lr=2e-3, wd=5e-4,
+DET_DEFAULTS = dict(data='synth_fer', img_size=192, n_train=1000, n_val=150, n_test=300, epochs=6, batch_size=16, lr=4e-3, wd=5e-4,
                     lr_schedule='cosine')
 
 def detection_config(config:RunConfig|None=None, **changes) -> RunConfig:
@@ -35,12 +36,12 @@ def detection_config(config:RunConfig|None=None, **changes) -> RunConfig:
     d = {k: v for k, v in DET_DEFAULTS.items() if getattr(c, k) == getattr(base, k)}
     return c.replace(**d).replace(**changes)
 
-def check_detection_config(c:RunConfig) -> RunConfig:
-    "Check the fields a detection run reads; a bad value is a ValueError naming the field."
-    def bad(k, why): raise ValueError(f"{k}: {why}")
+def check_detection_config(c:RunConfig, flag=lambda k: k) -> RunConfig:
+    "Check the fields a detection run reads; a bad value is a ValueError naming the field (as `flag(name)`, e.g. `--img-size`)."
+    def bad(k, why): raise ValueError(f"{flag(k)}: {why}")
     if c.model not in list_models(task='detection'): bad('model', f"{c.model!r} is not a detection model (list_models(task='detection'): {', '.join(list_models(task='detection'))})")
     if c.data not in DET_DATASETS: bad('data', f"{c.data!r} is not one of {', '.join(DET_DATASETS)} for a detector")
-    if c.data != 'synth_fer' and c.root is None: bad('root', f"data={c.data!r} needs the folder of a YOLO-format set (root=/--root)")
+    if c.data != 'synth_fer' and c.root is None: bad('root', f"data {c.data!r} needs the folder of a YOLO-format set (root= / --root)")
     if c.img_size < 64 or c.img_size % 32: bad('img_size', f"a detector needs a multiple of 32 >= 64, got {c.img_size}")
     for k in ('n_train', 'n_val', 'n_test', 'batch_size', 'epochs'):
         if getattr(c, k) < 1: bad(k, f"must be >= 1, got {getattr(c, k)}")
@@ -144,7 +145,7 @@ def detection_learner(model, splits:dict, config:RunConfig, device='cpu', callba
     if config.lr_schedule in ('auto', 'cosine'): cbs.append(CosineLR(warmup=0.05))
     if progress: cbs.append(ProgressCallback(keys=('val_loss', 'val_mAP50', 'val_mAP')))
     return Learner(task, splits['train'], splits['val'], loss_fn=loss, metrics_fn=det_metrics_fn(model.num_classes),
-                   lr=config.lr or 2e-3, wd=config.wd, batch_size=config.batch_size, clip_grad=10., lr_patience=None,
+                   lr=config.lr or 4e-3, wd=config.wd, batch_size=config.batch_size, clip_grad=10., lr_patience=None,
                    early_stop=None, monitor='val_mAP50', callbacks=cbs, target_scaler=None, decode_fn=lambda o: model.predict(o[0]),
                    collate_fn=detection_collate, device=device, seed=config.seed, num_workers=config.workers, progress=progress)
 
@@ -186,9 +187,13 @@ def run_detection(config:RunConfig|dict, # the run (a dict is converted with `Ru
         stored = RunConfig(**ck['config']['run'])
         diff = [k for k in RunConfig.__dataclass_fields__ if k not in ('epochs', 'device', 'workers', 'cache', 'out') and getattr(stored, k) != getattr(cfg, k)]
         if diff: raise ValueError(f"resume {resume}: the run was trained with {diff[0]}={getattr(stored, diff[0])!r}, not {getattr(cfg, diff[0])!r}")
+        if stored.epochs != cfg.epochs:
+            warnings.warn(f"resume {resume}: the run was started for {stored.epochs} epochs and now runs {cfg.epochs}: its cosine schedule "
+                          f"is recomputed over {cfg.epochs} epochs from the next epoch on (the lr jumps)", UserWarning, stacklevel=2)
         cfg = cfg.replace(out=cfg.out or str(Path(resume).parent))
     out = Path(cfg.out or f"runs/{cfg.data}_{cfg.model}_{time.strftime('%Y%m%d-%H%M%S')}")
     cfg = cfg.replace(out=str(out))
+    check_out(out)                                          # a file or a read-only folder fails now, not after training
     seed_everything(cfg.seed)
     splits = detection_splits(cfg)
     names = splits['train'].class_names
@@ -230,13 +235,26 @@ def load_detector(ckpt, device='cpu') -> tuple:
     model.load_state_dict(sd)
     return model.to(resolve_device(device)).eval(), cfg
 
-def evaluate_detector(ckpt, split:str='test', root=None, device='auto', batch_size:int=16, verbose:bool=True) -> dict:
+_DET_DATA_FIELDS = ('data', 'n_train', 'n_val', 'n_test', 'val_frac')
+
+def evaluate_detector(ckpt, split:str='test',
+                      root=None,              # the data folder (default: the run's, found as `fbp_nb.train.data_root` does)
+                      device='auto', batch_size:int=16, verbose:bool=True,
+                      **changes,              # other data fields of the run: data, n_train, n_val, n_test, val_frac
+                     ) -> dict:
     "Per-class P/R/F1 and AP, mAP@0.5 (VOC all-point) and COCO mAP of a detection run on `split` of its data (printed when verbose)."
     if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    bad = sorted(set(changes) - set(_DET_DATA_FIELDS))
+    if bad: raise ValueError(f"evaluate_detector: {bad} cannot change; the data fields are {', '.join(_DET_DATA_FIELDS)}")
     model, cfg = load_detector(ckpt, device)
-    rc = RunConfig(**cfg['run'])
-    if root is not None: rc = rc.replace(root=str(root))
-    ds = detection_splits(rc, augment=False)[split]
+    rc = RunConfig(**cfg['run']).replace(**changes)
+    p = Path(ckpt)
+    if rc.data != 'synth_fer':               # a relative root still resolves from another working folder
+        r = root if root is not None or rc.data != cfg['data'] else data_root(cfg, p if p.is_dir() else p.parent)
+        rc = rc.replace(root=None if r is None else str(r))
+    ds = detection_splits(check_detection_config(rc), augment=False)[split]
+    if len(ds.class_names) != model.num_classes:
+        raise ValueError(f"{ckpt}: the detector has {model.num_classes} classes, the data {rc.root or rc.data} has {len(ds.class_names)}")
     m = score_detections(model, ds, next(model.parameters()).device, batch_size)
     if verbose: print_det_metrics(split, m); print(det_line(m))
     return m
@@ -246,19 +264,30 @@ def box_line(row:tuple) -> str:
     p, name, score, *b = row
     return f"{p}\t{name}\t{score:.3f}\t" + ','.join(f"{v:.1f}" for v in b)
 
-def predict_boxes(ckpt, image_paths:list, out_dir=None, conf:float=0.25, device='auto') -> list:
+def _drawn_name(p:Path, used:set) -> str:
+    "`<stem>_boxes.png`, numbered (`_2`, `_3`...) when another image of the same call has that stem: no drawing overwrites another."
+    name, k = f"{p.stem}_boxes.png", 1
+    while name in used: k += 1; name = f"{p.stem}_boxes_{k}.png"
+    used.add(name)
+    return name
+
+def predict_boxes(ckpt, image_paths:list, out_dir=None, conf:float=0.25, device='auto',
+                  files:list|None=None,   # collects the paths of the drawn images written to `out_dir`
+                 ) -> list:
     "Detect faces and expressions in images: one (path, class name, score, x1, y1, x2, y2) per box in original pixels; drawn images to `out_dir`."
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
+    if not 0 <= conf <= 1: raise ValueError(f"conf must be between 0 and 1, got {conf}")
+    missing = [str(p) for p in image_paths if not Path(p).is_file()]
+    if missing: raise FileNotFoundError(f"image not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ''))
     model, cfg = load_detector(ckpt, device)
     model.conf = min(model.conf, conf)                      # the detector's own pre-NMS threshold must not hide what `conf` asks for
     names, S, rows = cfg['class_names'], cfg['img_size'], []
     dev = next(model.parameters()).device
     if out_dir is not None: Path(out_dir).mkdir(parents=True, exist_ok=True)
+    used = set()
     for p in image_paths:
         p = Path(p)
-        if not p.is_file(): raise FileNotFoundError(f"image not found: {p}")
-        try: img = Image.open(p).convert('RGB')
-        except OSError as e: raise ValueError(f"{p}: not a readable image ({e})") from None
+        img = load_image(p)         # the course's one reader: EXIF orientation, 16-bit, alpha, palette; a bad file is an error naming it
         lb, _, s, pad = letterbox(img, None, S)
         with torch.no_grad(): d = model(to_tensor01(lb)[None].to(dev))[0]
         keep = d['scores'] >= conf
@@ -268,5 +297,8 @@ def predict_boxes(ckpt, image_paths:list, out_dir=None, conf:float=0.25, device=
             rows.append((str(p), names[l], float(sc), *[round(v, 1) for v in b]))
             draw.rectangle(b, outline=(230, 25, 75), width=max(1, round(max(img.size) / 200)))
             draw.text((b[0] + 2, max(0, b[1] - 11)), f"{names[l]} {sc:.2f}", fill=(230, 25, 75))
-        if out_dir is not None: img.save(Path(out_dir) / f"{p.stem}_boxes.png")
+        if out_dir is not None:
+            f = Path(out_dir) / _drawn_name(p, used)
+            img.save(f)
+            if files is not None: files.append(f)
     return rows

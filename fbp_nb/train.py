@@ -20,31 +20,33 @@ from .losses import make_loss, describe_loss, LOSS_NAMES, LAWS
 from .models import create_model, list_models, model_info
 
 # %% auto #0
-__all__ = ['DATASETS', 'MAX_WEIGHT', 'COLLAPSE', 'RunConfig', 'registry_name', 'ImageSplit', 'FoldView', 'eval_transform',
-           'DetectorCrop', 'load_splits', 'param_groups', 'ConfigCheckpoint', 'save_model', 'read_run', 'stored_config',
-           'data_root', 'score_split', 'metrics_line', 'print_metrics', 'EpochPrinter', 'RunResult', 'loss_setup',
-           'check_resume', 'check_out', 'check_images', 'check_splits', 'describe_check', 'run', 'scorer', 'run_splits',
-           'evaluate', 'photo_crop', 'predict_photos']
+__all__ = ['DATASETS', 'DET_DATASETS', 'MAX_WEIGHT', 'COLLAPSE', 'RunConfig', 'registry_name', 'ImageSplit', 'FoldView',
+           'eval_transform', 'DetectorCrop', 'load_splits', 'param_groups', 'ConfigCheckpoint', 'save_model',
+           'read_run', 'stored_config', 'data_root', 'score_split', 'metrics_line', 'print_metrics', 'EpochPrinter',
+           'RunResult', 'loss_setup', 'check_resume', 'check_out', 'check_images', 'check_splits', 'describe_check',
+           'run', 'scorer', 'run_splits', 'evaluate', 'photo_crop', 'predict_photos']
 
 # %% ../nbs/05b_train.ipynb #ee085b02
-DATASETS = ('synth', 'scut', 'mebeauty', 'kdef')
-_CHOICES = dict(data=DATASETS, arch=('auto', 'full', 'compact'), augment=('auto', 'on', 'off'), loss=tuple(LOSS_NAMES),
+DATASETS = ('synth', 'scut', 'mebeauty', 'kdef')       # regression data (beauty scores)
+DET_DATASETS = ('synth_fer', 'fer', 'yolo')            # detection data (chapter 11b): SynthFER, any YOLO-format folder (`root`)
+_CHOICES = dict(data=DATASETS + DET_DATASETS, arch=('auto', 'full', 'compact'), augment=('auto', 'on', 'off'), loss=tuple(LOSS_NAMES),
                 loss_law=tuple(LAWS), loss_units=('score', 'target'), lr_schedule=('auto', 'plateau', 'cosine'), monitor=('auto', 'val_loss', 'val_MAE', 'val_RMSE'), cache=(None, 'memory'),
                 align=('none', 'landmarks', 'detector'), on_missing=('error', 'skip'))
 _TYPES = {'str': (str,), 'str|None': (str, type(None)), 'int': (int,), 'float': (int, float), 'float|None': (int, float, type(None)), 'dict': (dict,), 'list|None': (list, type(None))}
 _NOT_RUN_KEYS = ('epochs', 'device', 'workers', 'cache', 'out')   # may change on resume; every other field defines the run
+_REGRESSION_ONLY = ('protocol', 'arch', 'align', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'fresh_lr_mult', 'on_missing')   # a detector reads none
 
 @dataclass
 class RunConfig:
     "Everything that defines a training run; JSON round trip (`to_json`/`from_json`), checked by `validate()`, stored in every checkpoint."
-    data: str = 'synth'               # 'synth' (embedded, no downloads), 'scut' (SCUT-FBP5500), 'mebeauty' or 'kdef'
+    data: str = 'synth'               # 'synth' (embedded, no downloads), 'scut' (SCUT-FBP5500), 'mebeauty' or 'kdef'; detectors: DET_DATASETS
     root: str|None = None             # data set folder (real data)
     protocol: str = '60-40'           # '60-40' or a cross-validation fold '1'..'5' (synth: fold k of its faces)
     val_frac: float = 0.1             # fraction of the training split held out for validation (scut, kdef)
     n_train: int = 12000              # synth: training faces (rendered in memory, ~4 s)
     n_val: int = 300
     n_test: int = 500
-    model: str = 'mamba_cnn_D'        # a name from list_models(task='regression')
+    model: str = 'mamba_cnn_D'        # a name from list_models(): a regression model, or a detector (task='detection': chapter 11b's run)
     model_kwargs: dict = field(default_factory=dict)   # the builder's keyword arguments, e.g. {'stem': 'paper', 'width_mult': 0.5}
     weights: str|None = None          # state-dict file to start from
     arch: str = 'auto'                # Mamba-CNN stages: 'full', 'compact' (the `<model>_compact` entry) or 'auto' (compact on synth)
@@ -117,9 +119,25 @@ def _validate(self:RunConfig, flag=lambda k: k) -> RunConfig:
     if not all(isinstance(k, str) for k in self.model_kwargs): bad('model_kwargs', f"keys must be strings, got {list(self.model_kwargs)}")
     try: json.dumps(self.model_kwargs)
     except TypeError as e: bad('model_kwargs', f"values must be JSON-like ({e})")
-    names = list_models(task='regression')
-    if self.model not in names: bad('model', f"{self.model!r} is not a regression model of the registry (list_models(task='regression'): {', '.join(names)})")
+    reg, det = list_models(task='regression'), list_models(task='detection')
+    if self.model not in reg + det:
+        bad('model', f"{self.model!r} is not a regression model of the registry (list_models(task='regression'): {', '.join(reg)}) nor a detector ({', '.join(det)})")
+    if self.model in det: _validate_detection(self, flag)
+    elif self.data in DET_DATASETS:
+        bad('data', f"{self.data!r} is detection data: it needs a detector as {flag('model')} ({', '.join(det)}), not the regression model {self.model!r}")
     return self
+
+def _validate_detection(self:RunConfig, flag):
+    "The detection side of `validate`: detection data, regression-only fields at their defaults, then chapter 11b's checks."
+    def bad(k, why): raise ValueError(f"{flag(k)}: {why}")
+    if self.data not in DET_DATASETS:
+        bad('data', f"{self.data!r} is beauty (regression) data; the detector {self.model!r} ({flag('model')}) trains on detection data ({', '.join(DET_DATASETS)})")
+    base = RunConfig()
+    for k in _REGRESSION_ONLY:
+        if getattr(self, k) != getattr(base, k):
+            bad(k, f"applies to regression runs; the detector {self.model!r} does not use it (leave it at {getattr(base, k)!r})")
+    from fbp_nb.detect import check_detection_config      # here, not at the top: fbp_nb.detect imports this module
+    check_detection_config(self, flag)
 RunConfig.validate = _validate
 
 def _resolved(self:RunConfig) -> RunConfig:
@@ -417,6 +435,7 @@ def check_resume(config:RunConfig, resume) -> RunConfig:
     stored = stored_config(read_run(resume, resume=True)['config']).resolved()
     cfg = config.resolved()
     for k in RunConfig.__dataclass_fields__:
+        if k in ('n_train', 'n_val', 'n_test') and cfg.data != 'synth': continue   # sizes of the synthetic splits only: unused on real data
         if k not in _NOT_RUN_KEYS and getattr(cfg, k) != getattr(stored, k):
             raise ValueError(f"resume {resume}: the run was trained with {k}={getattr(stored, k)!r}, not {getattr(cfg, k)!r}")
     if cfg.lr_schedule == 'cosine' and cfg.epochs != stored.epochs:   # the cosine lr at a batch depends on the total number of epochs
@@ -506,6 +525,9 @@ def run(config:RunConfig, # what to train (a dict is converted with `RunConfig.f
     "Train and test one run: checks -> data -> model -> Learner -> model selection on val -> test scored once -> the run folder."
     if isinstance(config, dict): config = RunConfig.from_dict(config)
     config.validate()
+    if model_info(config.model).task == 'detection':            # the task follows the model: chapter 11b's detection run
+        from fbp_nb.detect import run_detection                         # here, not at the top: fbp_nb.detect imports this module
+        return run_detection(config, resume=resume, progress=progress)
     device = resolve_device(config.device)                       # a missing GPU fails here, before any work
     cfg = check_resume(config, resume) if resume is not None else config.resolved()
     out = Path(cfg.out or f"runs/{cfg.data}_{cfg.model}_{time.strftime('%Y%m%d-%H%M%S')}")

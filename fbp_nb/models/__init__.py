@@ -31,7 +31,8 @@ class ModelInfo:
     defaults: dict = field(default_factory=dict)   # keyword arguments always passed to fn
 
 _REGISTRY: dict = {}
-MODEL_MODULES = ['fbp_nb.models.mamba_cnn', 'fbp_nb.models.backbones', 'fbp_nb.models.vmamba', 'fbp_nb.models.vm_beautynet']   # modules that register models; imported on first use
+MODEL_MODULES = ['fbp_nb.models.mamba_cnn', 'fbp_nb.models.backbones', 'fbp_nb.models.vmamba', 'fbp_nb.models.vm_beautynet',
+                 'fbp_nb.models.yolox', 'fbp_nb.models.fer_yolo_mamba']   # modules that register models; imported on first use
 
 # %% ../../nbs/05a_models.ipynb #6e9c1cd5
 def register_model(name:str|None=None, # the registry name (default: the function's name)

@@ -8,7 +8,8 @@ Each run goes through `fbp_nb.train.run`; its RunConfig is printed and saved in 
 fusion weights of every training batch are saved as fusion_trace.json. Finished runs (metrics.json) are skipped, so
 the script can be stopped, restarted, or called once per row (one run per `flock` keeps the CPU lock short):
 
-    flock /tmp/cpu.lock nice -n 5 timeout 1150 python tests/benchmarks/vm_table.py --seeds 0     # restart it: finished rows are skipped
+    python tests/benchmarks/vm_table.py                    # every row, seeds 0 and 1 (~1.5 h on 2 cores); restart it: finished rows are skipped
+    python tests/benchmarks/vm_table.py --rows vit --seeds 1   # one row
     python tests/benchmarks/vm_table.py --report          # tests/benchmarks/results/vm_table.json from the finished runs
 """
 import argparse, json, sys, time
@@ -60,7 +61,7 @@ def report(a):
             t = m.parent / 'fusion_trace.json'
             if t.is_file() and seed == 0: traces[label] = dict(weights=json.loads(t.read_text()), seed=seed)
     recipe = (f"SCUT-FBP5500 60/40, 10% of train for validation, {a.img_size} px, {a.epochs} epochs, batch 32, AdamW lr 1e-4 cosine, "
-              f"BatchNorm of the ImageNet trunk frozen, augmentation on, epoch kept by val loss, test scored once; CPU (2 cores, shared)")
+              f"BatchNorm of the ImageNet trunk frozen (the 'from pixels' rows: no weights, lr 1e-3, plateau), augmentation on, epoch kept by val loss, test scored once; CPU (2 cores, shared)")
     res = dict(recipe=recipe, rows=rows, traces=traces, command='python tests/benchmarks/vm_table.py --rows ROW --seeds SEED')
     a.results.parent.mkdir(parents=True, exist_ok=True)
     a.results.write_text(json.dumps(res, indent=1))
@@ -73,7 +74,7 @@ def report(a):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--rows', nargs='+', default=['gated', 'D', 'vit', 'mamba', 'mean', 'global'], choices=list(ROWS))
+    p.add_argument('--rows', nargs='+', default=list(ROWS), choices=list(ROWS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1])
     p.add_argument('--root', type=Path, default=REPO.parent / 'shared' / 'data' / 'SCUT-FBP5500')
     p.add_argument('--weights', type=Path, default=REPO.parent / 'shared' / 'weights' / 'mobilenet_v2_imagenet.pth')
