@@ -157,7 +157,7 @@ def _train_parser() -> argparse.ArgumentParser:
                         "detector (OpenCV Haar aligner, the same crop without landmarks); stored in the run, fbp_eval/fbp_predict use it (default: none)")
     p.add_argument('--img-size', type=int, default=64, help='network input side in pixels, >= 32 (default: 64; a detector: 192, a multiple of 32)')
     p.add_argument('--epochs', type=_pos_int, default=5, help='epochs (total, also with --resume; default: 5; a detector: 6)')
-    p.add_argument('--lr', type=_pos_float, default=None, help='AdamW learning rate (default: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos; a detector: 4e-3)')
+    p.add_argument('--lr', type=_pos_float, default=None, help='AdamW learning rate (default: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos; a detector: 2e-3)')
     p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine'), default='auto',
                    help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; auto: cosine with --weights or on synth, else plateau')
     p.add_argument('--loss', choices=LOSS_NAMES, default='mse', help='training loss (default: mse); the robust ones are dynamic by default (07_losses)')

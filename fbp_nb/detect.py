@@ -27,7 +27,7 @@ __all__ = ['DET_DEFAULTS', 'detection_config', 'check_detection_config', 'Memory
 # %% ../nbs/11b_detect.ipynb #8bd463a8
 # DET_DATASETS = ('synth_fer', 'fer', 'yolo') comes from chapter 05b (RunConfig.validate knows them); 'fer', 'yolo': any YOLO-format folder (`root`)
 # detection values of the RunConfig fields whose regression default does not suit a detector
-DET_DEFAULTS = dict(data='synth_fer', img_size=192, n_train=1000, n_val=150, n_test=300, epochs=6, batch_size=16, lr=4e-3, wd=5e-4,
+DET_DEFAULTS = dict(data='synth_fer', img_size=192, n_train=1000, n_val=150, n_test=300, epochs=6, batch_size=16, lr=2e-3, wd=5e-4,
                     lr_schedule='cosine')
 
 def detection_config(config:RunConfig|None=None, **changes) -> RunConfig:
@@ -145,7 +145,7 @@ def detection_learner(model, splits:dict, config:RunConfig, device='cpu', callba
     if config.lr_schedule in ('auto', 'cosine'): cbs.append(CosineLR(warmup=0.05))
     if progress: cbs.append(ProgressCallback(keys=('val_loss', 'val_mAP50', 'val_mAP')))
     return Learner(task, splits['train'], splits['val'], loss_fn=loss, metrics_fn=det_metrics_fn(model.num_classes),
-                   lr=config.lr or 4e-3, wd=config.wd, batch_size=config.batch_size, clip_grad=10., lr_patience=None,
+                   lr=config.lr or 2e-3, wd=config.wd, batch_size=config.batch_size, clip_grad=10., lr_patience=None,
                    early_stop=None, monitor='val_mAP50', callbacks=cbs, target_scaler=None, decode_fn=lambda o: model.predict(o[0]),
                    collate_fn=detection_collate, device=device, seed=config.seed, num_workers=config.workers, progress=progress)
 

@@ -103,7 +103,7 @@ def test_train_last_line_and_run_folder(det_run):
     c = RunConfig.from_json(out / 'config.json')
     # what was given, and the detection defaults (DET_DEFAULTS) for the rest
     assert (c.model, c.data, c.img_size, c.n_train, c.n_val, c.n_test, c.batch_size, c.epochs) == ('yolox_nano', 'synth_fer', 64, 32, 8, 8, 8, 2)
-    assert (c.lr, c.wd, c.lr_schedule, c.augment) == (4e-3, 5e-4, 'cosine', 'auto')
+    assert (c.lr, c.wd, c.lr_schedule, c.augment) == (2e-3, 5e-4, 'cosine', 'auto')
 
 def test_train_defaults_of_a_detector():
     "No --data, --img-size, ... given: the detection defaults, as `detection_config` gives them."

@@ -22,10 +22,12 @@ ROWS = {   # row -> (label, registry model, model_kwargs)
     'global': ('VM-BeautyNet, learned global weights (hybrid)', 'vm_beautynet_hybrid', {'fusion': 'global'}),
     'gated': ('VM-BeautyNet, gated fusion (hybrid)', 'vm_beautynet_hybrid', {'fusion': 'gated'}),
     'D': ('Mamba-CNN D-ImageNet (reference)', 'mamba_cnn_D', {}),
+    'gated_fresh10': ('VM-BeautyNet, gated fusion, fresh layers at 10x lr (hybrid)', 'vm_beautynet_hybrid', {'fusion': 'gated'}),
     'vit_px': ('ViT alone (from pixels, vit_small)', 'vit_small', {}),
     'mamba_px': ('Vision Mamba alone (from pixels, vision_mamba_tiny)', 'vision_mamba_tiny', {}),
     'gated_px': ('VM-BeautyNet small, gated (from pixels)', 'vm_beautynet_small', {'fusion': 'gated'}),
 }
+ROW_CONFIG = {'gated_fresh10': dict(fresh_lr_mult=10.0)}   # run options of a row that differ from the common recipe
 PIXEL_ROWS = ('vit_px', 'mamba_px', 'gated_px')   # no ImageNet weights: trained from scratch (lr 1e-3, plateau)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +37,7 @@ def config(row, seed, a):
     px = row in PIXEL_ROWS
     return RunConfig(data='scut', root=str(a.root), model=model, model_kwargs=dict(kw), weights=None if px else str(a.weights),
                      img_size=a.img_size, epochs=a.epochs, batch_size=32, seed=seed, cache='memory', device=a.device,
-                     out=str(a.out / f'{row}_s{seed}'))
+                     out=str(a.out / f'{row}_s{seed}'), **ROW_CONFIG.get(row, {}))
 
 def train(row, seed, a):
     from fbp_nb.train import run
