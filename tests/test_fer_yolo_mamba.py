@@ -200,19 +200,21 @@ def test_eval_forward_returns_boxes_in_image_coordinates():
     assert m(x[:1]).__class__ is list and m.train()(x).shape == (2, 12 * 20 + 6 * 10 + 3 * 5, 5 + C)
 
 
-def test_three_steps_on_synthfer_lower_the_loss():
+def test_twenty_steps_on_synthfer_lower_the_loss():
+    # a few steps are not enough: SimOTA's assignment changes from step to step and the loss of steps 1-3 goes up or
+    # down with the thread count; after 20 AdamW steps it is ~40 % lower for seeds 0-2 with 1 or 2 threads
     from fbp_nb.synth import SynthFER
     torch.manual_seed(0)
     ds = SynthFER(n=2, img_size=128, seed=3, max_faces=2, min_size=0.3)
     x, t = torch.stack([ds[0][0], ds[1][0]]), [ds[0][1], ds[1][1]]
     m = create_model('fer_yolo_mamba_nano', num_classes=C).train()
-    opt = torch.optim.SGD(m.parameters(), 0.01, momentum=0.9)      # YOLOX's optimiser (lowers the loss for seeds 0-4)
+    opt = torch.optim.AdamW(m.parameters(), 2e-3)
     losses = []
-    for _ in range(4):
+    for _ in range(20):
         L = m(x, t)
         losses.append(L['loss'].item())
         opt.zero_grad(); L['loss'].backward(); opt.step()
-    assert all(map(lambda v: v == v, losses)) and losses[3] < losses[0], losses
+    assert all(map(lambda v: v == v, losses)) and sum(losses[-3:]) / 3 < 0.8 * losses[0], losses
 
 
 def test_registry_presets_and_weights_file(tmp_path):
