@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 from .learner import resolve_device, seed_everything, Learner, Callback, EarlyStopping, HistoryCallback, CosineLR, ProgressCallback, _atomic_save
-from .train import RunConfig, RunResult, ConfigCheckpoint, read_run, check_out, data_root, _root_entries, DET_DATASETS
+from .train import RunConfig, RunResult, ConfigCheckpoint, read_run, same_run, check_out, data_root, _root_entries, DET_DATASETS
 from .det_data import YOLODetection, detection_collate, letterbox, to_tensor01, unletterbox_boxes
 from .data import load_image
 from .synth import SynthFER
@@ -185,11 +185,7 @@ def run_detection(config:RunConfig|dict, # the run (a dict is converted with `Ru
         if not all(k in ck for k in ('opt', 'epoch', 'rng', 'history')):
             raise ValueError(f"resume {resume}: not a resumable checkpoint (model.pt holds the selected weights only); resume from the run's last.pt")
         stored = RunConfig(**ck['config']['run'])
-        diff = [k for k in RunConfig.__dataclass_fields__ if k not in ('epochs', 'device', 'workers', 'cache', 'out') and getattr(stored, k) != getattr(cfg, k)]
-        if diff: raise ValueError(f"resume {resume}: the run was trained with {diff[0]}={getattr(stored, diff[0])!r}, not {getattr(cfg, diff[0])!r}")
-        if stored.epochs != cfg.epochs:
-            warnings.warn(f"resume {resume}: the run was started for {stored.epochs} epochs and now runs {cfg.epochs}: its cosine schedule "
-                          f"is recomputed over {cfg.epochs} epochs from the next epoch on (the lr jumps)", UserWarning, stacklevel=2)
+        same_run(stored, cfg, resume)                      # run-defining fields agree; a changed cosine length warns
         cfg = cfg.replace(out=cfg.out or str(Path(resume).parent))
     out = Path(cfg.out or f"runs/{cfg.data}_{cfg.model}_{time.strftime('%Y%m%d-%H%M%S')}")
     cfg = cfg.replace(out=str(out))

@@ -23,8 +23,8 @@ from .models import create_model, list_models, model_info
 __all__ = ['DATASETS', 'DET_DATASETS', 'MAX_WEIGHT', 'COLLAPSE', 'RunConfig', 'registry_name', 'ImageSplit', 'FoldView',
            'eval_transform', 'DetectorCrop', 'load_splits', 'param_groups', 'ConfigCheckpoint', 'save_model',
            'read_run', 'stored_config', 'data_root', 'score_split', 'metrics_line', 'print_metrics', 'EpochPrinter',
-           'RunResult', 'loss_setup', 'check_resume', 'check_out', 'check_images', 'check_splits', 'describe_check',
-           'run', 'scorer', 'run_splits', 'evaluate', 'photo_crop', 'predict_photos']
+           'RunResult', 'loss_setup', 'same_run', 'check_resume', 'check_out', 'check_images', 'check_splits',
+           'describe_check', 'run', 'scorer', 'run_splits', 'evaluate', 'photo_crop', 'predict_photos']
 
 # %% ../nbs/05b_train.ipynb #ee085b02
 DATASETS = ('synth', 'scut', 'mebeauty', 'kdef')       # regression data (beauty scores)
@@ -430,18 +430,22 @@ def loss_setup(config:RunConfig, scale:float=1.0) -> tuple:
     monitor = config.monitor if config.monitor != 'auto' else 'val_RMSE' if cbs else 'val_loss'
     return loss, cbs, monitor, param
 
-def check_resume(config:RunConfig, resume) -> RunConfig:
-    "`config` checked against the run stored in `resume` (a last.pt): run-defining fields must agree; returns the resolved config."
-    stored = stored_config(read_run(resume, resume=True)['config']).resolved()
-    cfg = config.resolved()
+def same_run(stored:RunConfig, cfg:RunConfig, resume):
+    "Refuse a resume whose run-defining fields differ from the `stored` run's; warn when a cosine schedule changes length."
     for k in RunConfig.__dataclass_fields__:
-        if k in ('n_train', 'n_val', 'n_test') and cfg.data != 'synth': continue   # sizes of the synthetic splits only: unused on real data
+        if k in ('n_train', 'n_val', 'n_test') and cfg.data not in ('synth', 'synth_fer'): continue   # sizes of synthetic splits only
         if k not in _NOT_RUN_KEYS and getattr(cfg, k) != getattr(stored, k):
             raise ValueError(f"resume {resume}: the run was trained with {k}={getattr(stored, k)!r}, not {getattr(cfg, k)!r}")
-    if cfg.lr_schedule == 'cosine' and cfg.epochs != stored.epochs:   # the cosine lr at a batch depends on the total number of epochs
+    if cfg.lr_schedule in ('cosine', 'auto') and cfg.epochs != stored.epochs:   # the cosine lr at a batch depends on the total epochs
         warnings.warn(f"resume {resume}: the run was started for {stored.epochs} epochs and now runs {cfg.epochs}: its cosine schedule "
                       f"is recomputed over {cfg.epochs} epochs from the next epoch on (the lr jumps), so it is not the same as an "
-                      f"uninterrupted {cfg.epochs}-epoch run; use --lr-schedule plateau for runs you plan to extend", UserWarning, stacklevel=2)
+                      f"uninterrupted {cfg.epochs}-epoch run" + ('' if cfg.data in DET_DATASETS else "; use --lr-schedule plateau for runs you plan to extend"),
+                      UserWarning, stacklevel=3)
+
+def check_resume(config:RunConfig, resume) -> RunConfig:
+    "`config` checked against the run stored in `resume` (a last.pt): run-defining fields must agree; returns the resolved config."
+    cfg = config.resolved()
+    same_run(stored_config(read_run(resume, resume=True)['config']).resolved(), cfg, resume)
     return cfg.replace(out=cfg.out or str(Path(resume).parent))
 
 # %% ../nbs/05b_train.ipynb #2c03a540
