@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 from .learner import resolve_device, seed_everything, Learner, Callback, EarlyStopping, HistoryCallback, CosineLR, ProgressCallback, _atomic_save
-from .train import RunConfig, RunResult, ConfigCheckpoint, read_run, same_run, check_out, data_root, _root_entries, DET_DATASETS
+from .train import RunConfig, RunResult, param_groups, ConfigCheckpoint, read_run, same_run, check_out, data_root, _root_entries, DET_DATASETS
 from .det_data import YOLODetection, detection_collate, letterbox, to_tensor01, unletterbox_boxes
 from .data import load_image
 from .synth import SynthFER
@@ -97,8 +97,11 @@ class DetectionTask(nn.Module):
     "What the Learner trains: the detector plus its EMA copy; forward -> (decoded predictions, grid, strides), from the EMA copy in eval mode."
     def __init__(self, model:nn.Module, ema_decay:float=0.9998, ema_tau:float=2000.):
         super().__init__()
+        model = model.to(memory_format=torch.channels_last)   # NHWC: the depthwise and 3x3 convs run ~25 % faster on a CPU
         self.model, self.ema = model, ModelEMA(model, ema_decay, ema_tau)
-    def forward(self, x): return (self.model if self.training else self.ema.module).raw(x)
+    def forward(self, x):
+        x = x.contiguous(memory_format=torch.channels_last)
+        return (self.model if self.training else self.ema.module).raw(x)
 
 class DetLoss:
     "Learner loss function: the detector's loss dict -> its total; keeps the parts' sums for the epoch log."
@@ -146,6 +149,7 @@ def detection_learner(model, splits:dict, config:RunConfig, device='cpu', callba
     if progress: cbs.append(ProgressCallback(keys=('val_loss', 'val_mAP50', 'val_mAP')))
     return Learner(task, splits['train'], splits['val'], loss_fn=loss, metrics_fn=det_metrics_fn(model.num_classes),
                    lr=config.lr or 2e-3, wd=config.wd, batch_size=config.batch_size, clip_grad=10., lr_patience=None,
+                   param_groups=param_groups(model, config.lr or 2e-3, config.fresh_lr_mult),   # weights-file tensors at lr, fresh ones at lr * fresh_lr_mult
                    early_stop=None, monitor='val_mAP50', callbacks=cbs, target_scaler=None, decode_fn=lambda o: model.predict(o[0]),
                    collate_fn=detection_collate, device=device, seed=config.seed, num_workers=config.workers, progress=progress)
 

@@ -34,7 +34,7 @@ _CHOICES = dict(data=DATASETS + DET_DATASETS, arch=('auto', 'full', 'compact'), 
                 align=('none', 'landmarks', 'detector'), on_missing=('error', 'skip'))
 _TYPES = {'str': (str,), 'str|None': (str, type(None)), 'int': (int,), 'float': (int, float), 'float|None': (int, float, type(None)), 'dict': (dict,), 'list|None': (list, type(None))}
 _NOT_RUN_KEYS = ('epochs', 'device', 'workers', 'cache', 'out')   # may change on resume; every other field defines the run
-_REGRESSION_ONLY = ('protocol', 'arch', 'align', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'fresh_lr_mult', 'on_missing')   # a detector reads none
+_REGRESSION_ONLY = ('protocol', 'arch', 'align', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'on_missing')   # a detector reads none
 
 @dataclass
 class RunConfig:

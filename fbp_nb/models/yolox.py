@@ -16,7 +16,8 @@ from . import register_model
 # %% auto #0
 __all__ = ['PRESETS', 'ConvBnAct', 'DWConv', 'conv3', 'Focus', 'Bottleneck', 'CSPLayer', 'SPPBottleneck', 'CSPDarknet', 'PAFPN',
            'DecoupledHead', 'make_grid', 'decode_outputs', 'box_iou_cxcywh', 'iou_loss', 'center_prior',
-           'simota_assign', 'yolox_loss', 'postprocess', 'YOLOX', 'DetAugment', 'ModelEMA']
+           'simota_assign', 'yolox_loss', 'postprocess', 'YOLOX', 'MobileNetV2Backbone', 'yolox_mnv2', 'DetAugment',
+           'ModelEMA']
 
 # %% ../../nbs/11_yolox.ipynb #863902c2
 class ConvBnAct(nn.Module):
@@ -103,9 +104,10 @@ class CSPDarknet(nn.Module):
 # %% ../../nbs/11_yolox.ipynb #a74143e5
 class PAFPN(nn.Module):
     "Path-aggregation neck: top-down (upsample, concat, CSP) then bottom-up (stride-2 conv, concat, CSP); P3, P4, P5 out."
-    def __init__(self, depth:float=0.33, width:float=0.25, depthwise:bool=False):
+    def __init__(self, depth:float=0.33, width:float=0.25, depthwise:bool=False,
+                 backbone:nn.Module|None=None):  # any module returning (C3, C4, C5) at strides 8/16/32 with `.channels`; None: CSPDarknet
         super().__init__()
-        self.backbone = CSPDarknet(depth, width, depthwise)
+        self.backbone = CSPDarknet(depth, width, depthwise) if backbone is None else backbone
         c3, c4, c5 = self.backbone.channels
         n, Conv = round(3 * depth), conv3(depthwise)
         self.upsample = nn.Upsample(scale_factor=2, mode='nearest')
@@ -274,10 +276,11 @@ PRESETS = {'nano': (0.33, 0.25, True), 'tiny': (0.33, 0.375, False), 's': (0.33,
 class YOLOX(nn.Module):
     "YOLOX detector: `model(x, targets)` -> loss dict (training), `model(x)` -> per-image {'boxes', 'scores', 'labels'} (eval)."
     def __init__(self, num_classes:int=7, depth:float=0.33, width:float=0.25, depthwise:bool=False,
-                 conf:float=0.001, nms_iou:float=0.65, max_det:int=100):
+                 conf:float=0.001, nms_iou:float=0.65, max_det:int=100,
+                 backbone:nn.Module|None=None): # a backbone for the neck (see `PAFPN`); None: CSPDarknet
         super().__init__()
         if num_classes < 1: raise ValueError(f"YOLOX: num_classes must be >= 1, got {num_classes}")
-        self.backbone = PAFPN(depth, width, depthwise)
+        self.backbone = PAFPN(depth, width, depthwise, backbone)
         self.head = DecoupledHead(num_classes, width, self.backbone.channels, depthwise)
         self.num_classes, self.strides = num_classes, self.backbone.strides
         self.conf, self.nms_iou, self.max_det = conf, nms_iou, max_det
@@ -313,6 +316,57 @@ for _p in PRESETS:
     register_model(f'yolox_{_p}', fn=_yolox_builder(_p), overwrite=True, task='detection', input_size=320, mean=(0., 0., 0.), std=(1., 1., 1.),
                    pretrained='a state dict of this model (e.g. a run\'s model.pt weights)',
                    description=f'YOLOX-{_p} (depth {PRESETS[_p][0]}, width {PRESETS[_p][1]}{", depthwise" if PRESETS[_p][2] else ""}): anchor-free detector, strides 8/16/32')
+
+# %% ../../nbs/11_yolox.ipynb #224c6850
+class MobileNetV2Backbone(nn.Module):
+    "torchvision MobileNetV2 trunk as a detector backbone: (C3, C4, C5) at strides 8/16/32; normalises [0, 1] input with ImageNet mean/std."
+    strides, cuts = (8, 16, 32), (7, 14, 18)            # features[:7] -> stride 8, [7:14] -> 16, [14:18] -> 32
+    def __init__(self, weights=None,                    # None (random init) or the path of a torchvision MobileNetV2 state dict (ImageNet)
+                 width_mult:float=1.0):
+        super().__init__()
+        from torchvision.models import mobilenet_v2
+        from fbp_nb.models import IMAGENET_MEAN, IMAGENET_STD
+        self.features = mobilenet_v2(weights=None, width_mult=width_mult).features[:self.cuts[-1]]   # drops the last 1x1 conv (features.18)
+        self.channels = tuple(self.features[k - 1].out_channels for k in self.cuts)                 # (32, 96, 320) at width 1
+        self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.pretrained_keys = set()
+        if weights is not None: self.load_imagenet(weights)
+    def load_imagenet(self, weights):
+        "Copy the `features.0`-`features.17` tensors of a MobileNetV2 state dict file; freeze BatchNorm statistics (folded files)."
+        from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict, is_mobilenet_v2_state_dict, freeze_bn
+        path = _weights_path(weights, 'MobileNetV2Backbone')
+        sd = read_state_dict(path)
+        if not is_mobilenet_v2_state_dict(sd): raise ValueError(f"{path}: not a torchvision MobileNetV2 state dict (no features.0 ... features.18)")
+        own = self.state_dict()
+        take = {k: v for k, v in sd.items() if k in own}
+        bad = [k for k, v in take.items() if v.shape != own[k].shape]
+        if bad or len(take) != len(own):
+            raise ValueError(f"{path}: does not fit MobileNetV2Backbone(width_mult) ({len(bad)} shape mismatches, {len(own) - len(take)} tensors missing)")
+        self.load_state_dict(take)
+        freeze_bn(self.features)                          # folded statistics 0/1: batch statistics would replace them
+        self.pretrained_keys = set(take)
+    def forward(self, x):                                 # (b, 3, H, W) in [0, 1] -> C3 (b, 32, H/8, W/8), C4 (b, 96, H/16, .), C5 (b, 320, H/32, .)
+        x, out, k0 = (x - self.mean) / self.std, [], 0
+        for k in self.cuts:
+            x = self.features[k0:k](x); out.append(x); k0 = k
+        return tuple(out)
+
+def yolox_mnv2(pretrained=None,   # an ImageNet MobileNetV2 state dict (-> trunk) or a state dict of this detector
+               num_classes:int=7, width:float=0.25, depth:float=0.33, depthwise:bool=True, width_mult:float=1.0, **kw) -> YOLOX:
+    "YOLOX with a MobileNetV2 trunk (strides 8/16/32) under a nano-sized PAFPN neck and head; `model.pretrained_keys` names the tensors from the file."
+    from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict, is_mobilenet_v2_state_dict
+    sd = None if pretrained is None else read_state_dict(_weights_path(pretrained, 'yolox_mnv2'))
+    imagenet = sd is not None and is_mobilenet_v2_state_dict(sd)
+    m = YOLOX(num_classes, depth, width, depthwise, backbone=MobileNetV2Backbone(pretrained if imagenet else None, width_mult), **kw)
+    m.pretrained_keys = {f'backbone.backbone.{k}' for k in m.backbone.backbone.pretrained_keys}
+    if sd is not None and not imagenet: m.load_state_dict(sd)
+    m.init_kwargs = dict(num_classes=num_classes, width=width, depth=depth, depthwise=depthwise, width_mult=width_mult, **kw)
+    return m
+
+register_model('yolox_mnv2', fn=yolox_mnv2, overwrite=True, task='detection', input_size=320, mean=(0., 0., 0.), std=(1., 1., 1.),
+               pretrained='an ImageNet torchvision MobileNetV2 state dict file (trunk; BatchNorm statistics then frozen) or a state dict of this model',
+               description='YOLOX head and nano PAFPN neck on a MobileNetV2 trunk (strides 8/16/32) that can start from an ImageNet file')
 
 # %% ../../nbs/11_yolox.ipynb #44639bc4
 class DetAugment:

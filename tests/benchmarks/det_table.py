@@ -62,7 +62,9 @@ def real_yolox(args, valid):
     from fbp_nb.detect import run_detection, detection_config, load_detector
     from fbp_nb.det_data import letterbox, to_tensor01, unletterbox_boxes
     cfg = detection_config(model=args.model, data='fer', root=str(args.root), img_size=args.img_size, epochs=args.epochs,
-                           batch_size=args.batch, seed=args.seed, val_frac=0.1, out=str(Path(tempfile.mkdtemp()) / args.model))
+                           batch_size=args.batch, seed=args.seed, val_frac=0.1, out=str(Path(tempfile.mkdtemp()) / args.model),
+                           model_kwargs=json.loads(args.model_kwargs), weights=args.weights, fresh_lr_mult=args.fresh_lr_mult,
+                           **({} if args.lr is None else dict(lr=args.lr)))
     r = run_detection(cfg, progress=False)
     model, _ = load_detector(r.out / 'model.pt', 'cpu')
     preds, t_inf = [], 0.
@@ -118,9 +120,10 @@ def real(args):
     valid = YOLODetection(args.root, 'valid', img_size=args.img_size)
     res = (real_ultralytics if args.model.startswith('yolov') else real_yolox)(args, valid)
     res.update(model=args.model, epochs=args.epochs, img_size=args.img_size, batch=args.batch, seed=args.seed, machine=machine(),
-               command=f"flock /tmp/cpu.lock nice -n 5 python tests/benchmarks/det_table.py real --model {args.model} --epochs {args.epochs} --img-size {args.img_size} --seed {args.seed}")
+               model_kwargs=json.loads(args.model_kwargs), weights=args.weights, lr=args.lr, fresh_lr_mult=args.fresh_lr_mult, tag=args.tag,
+               command="OMP_NUM_THREADS=1 python tests/benchmarks/det_table.py real " + ' '.join(sys.argv[2:]))
     if args.fraction != 1.0: print(json.dumps({k: v for k, v in res.items() if k != 'per_class'}, default=float)); return   # smoke test: not saved
-    _update(RES / 'det_table.json', f"{args.model}_e{args.epochs}_s{args.img_size}_seed{args.seed}", res)
+    _update(RES / 'det_table.json', f"{args.model}{'-' + args.tag if args.tag else ''}_e{args.epochs}_s{args.img_size}_seed{args.seed}", res)
     table(args)
 
 
@@ -142,6 +145,10 @@ if __name__ == '__main__':
     b = sub.add_parser('real')
     b.add_argument('--model', default='yolox_nano'); b.add_argument('--epochs', type=int, default=10); b.add_argument('--img-size', type=int, default=320)
     b.add_argument('--batch', type=int, default=16); b.add_argument('--seed', type=int, default=0); b.add_argument('--root', default=str(ROOT))
+    b.add_argument('--model-kwargs', default='{}', help='JSON of model keywords (e.g. the Table III switches)')
+    b.add_argument('--weights', default=None, help='weights file for create_model (e.g. the ImageNet MobileNetV2 file for yolox_mnv2)')
+    b.add_argument('--lr', type=float, default=None); b.add_argument('--fresh-lr-mult', type=float, default=1.0)
+    b.add_argument('--tag', default='', help='row name suffix (ablations, pretrained)')
     b.add_argument('--fraction', type=float, default=1.0, help='Ultralytics: fraction of train used (smoke tests only)')
     sub.add_parser('table')
     args = ap.parse_args()
