@@ -194,3 +194,57 @@ def test_detection_run_folder_evaluate_predict(tmp_path, capsys):
         check_detection_config(cfg.replace(data='fer'))
     with pytest.raises(ValueError, match='img_size'):
         run_detection(cfg.replace(img_size=100))
+
+
+# ---- yolox_mnv2: the detector on a MobileNetV2 trunk (ImageNet file optional) ----
+import os
+from pathlib import Path
+_W = Path(os.environ.get('FBP_WEIGHTS', Path(__file__).resolve().parents[2] / 'shared' / 'weights' / 'mobilenet_v2_imagenet.pth'))
+if _W.is_dir(): _W = _W / 'mobilenet_v2_imagenet.pth'
+
+
+def test_mnv2_detector_contract_and_strides():
+    m = create_model('yolox_mnv2', num_classes=C)
+    assert model_info('yolox_mnv2').task == 'detection' and m.pretrained_keys == set()
+    assert m.backbone.backbone.channels == (32, 96, 320)
+    for hw in ((320, 320), (256, 192)):
+        pred, grid, st = m.eval().raw(torch.rand(1, 3, *hw))
+        assert pred.shape == (1, sum((hw[0] // s) * (hw[1] // s) for s in STRIDES), 5 + C)
+    x = torch.rand(2, 3, 128, 128)
+    t = [dict(boxes=torch.tensor([[10., 10., 60., 70.]]), labels=torch.tensor([2])), dict(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))]
+    L = m.train()(x, t); L['loss'].backward()
+    assert torch.isfinite(L['loss']) and all(p.grad is not None for p in m.parameters())
+    assert m.model_config['name'] == 'yolox_mnv2' and create_model('yolox_mnv2', **m.model_config['kwargs']).state_dict().keys() == m.state_dict().keys()
+
+
+def test_mnv2_detector_refuses_named_weights_offline(tmp_path):
+    with pytest.raises(ValueError, match='no published weights'): create_model('yolox_mnv2', pretrained='IMAGENET1K_V1')
+    with pytest.raises(FileNotFoundError, match='not found'): create_model('yolox_mnv2', pretrained=str(tmp_path / 'nope.pth'))
+    bad = tmp_path / 'other.pth'; torch.save({'w': torch.zeros(2)}, bad)
+    with pytest.raises(ValueError, match='other.pth: neither an ImageNet'): create_model('yolox_mnv2', pretrained=str(bad))
+
+
+@pytest.mark.skipif(not _W.is_file(), reason=f"ImageNet MobileNetV2 file not found at {_W} (set FBP_WEIGHTS)")
+def test_mnv2_detector_from_the_imagenet_file(tmp_path):
+    from torchvision.models import mobilenet_v2
+    from fbp_nb.train import param_groups
+    from fbp_nb.detect import detection_config, detection_learner, detection_splits
+    m = create_model('yolox_mnv2', pretrained=str(_W), num_classes=C)
+    ref = mobilenet_v2(weights=None); ref.load_state_dict(torch.load(_W, map_location='cpu', weights_only=True)); ref.eval()
+    x = torch.rand(2, 3, 96, 96)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    m.train()                                                        # trunk BN keeps the file's (folded) statistics in train mode
+    with torch.no_grad(): c5, want = m.backbone.backbone(x)[2], ref.features[:18]((x - mean) / std)
+    torch.testing.assert_close(c5, want, atol=1e-4, rtol=1e-4)
+    n_trunk = len(m.backbone.backbone.state_dict())
+    assert len(m.pretrained_keys) == n_trunk and all(k.startswith('backbone.backbone.features.') for k in m.pretrained_keys)
+    # the detection Learner puts the trunk at lr, everything fresh at lr * fresh_lr_mult
+    cfg = detection_config(model='yolox_mnv2', weights=str(_W), lr=1e-4, fresh_lr_mult=10., n_train=4, n_val=2, n_test=2, img_size=64, epochs=1, out=str(tmp_path / 'r'))
+    learn = detection_learner(m, detection_splits(cfg), cfg, progress=False)
+    lrs = sorted((g['lr'], sum(p.numel() for p in g['params'])) for g in learn.opt.param_groups)
+    n_pre = sum(p.numel() for n, p in m.named_parameters() if n in m.pretrained_keys)
+    assert [l for l, _ in lrs] == pytest.approx([1e-4, 1e-3]) and lrs[0][1] == n_pre
+    # a run's weights load back into the same model (not as an ImageNet file)
+    sd = tmp_path / 'det.pt'; torch.save(m.state_dict(), sd)
+    back = create_model('yolox_mnv2', pretrained=str(sd), num_classes=C)
+    assert back.pretrained_keys == set() and all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))

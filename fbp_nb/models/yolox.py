@@ -356,11 +356,17 @@ def yolox_mnv2(pretrained=None,   # an ImageNet MobileNetV2 state dict (-> trunk
                num_classes:int=7, width:float=0.25, depth:float=0.33, depthwise:bool=True, width_mult:float=1.0, **kw) -> YOLOX:
     "YOLOX with a MobileNetV2 trunk (strides 8/16/32) under a nano-sized PAFPN neck and head; `model.pretrained_keys` names the tensors from the file."
     from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict, is_mobilenet_v2_state_dict
-    sd = None if pretrained is None else read_state_dict(_weights_path(pretrained, 'yolox_mnv2'))
+    path = None if pretrained is None else _weights_path(pretrained, 'yolox_mnv2')
+    sd = None if path is None else read_state_dict(path)
     imagenet = sd is not None and is_mobilenet_v2_state_dict(sd)
     m = YOLOX(num_classes, depth, width, depthwise, backbone=MobileNetV2Backbone(pretrained if imagenet else None, width_mult), **kw)
     m.pretrained_keys = {f'backbone.backbone.{k}' for k in m.backbone.backbone.pretrained_keys}
-    if sd is not None and not imagenet: m.load_state_dict(sd)
+    if sd is not None and not imagenet:
+        own = m.state_dict()
+        if set(sd) != set(own) or any(sd[k].shape != own[k].shape for k in own):
+            raise ValueError(f"{path}: neither an ImageNet MobileNetV2 state dict nor the weights of this yolox_mnv2 "
+                             f"({len(set(own) - set(sd))} tensors missing, {len(set(sd) - set(own))} unexpected)")
+        m.load_state_dict(sd)
     m.init_kwargs = dict(num_classes=num_classes, width=width, depth=depth, depthwise=depthwise, width_mult=width_mult, **kw)
     return m
 

@@ -53,9 +53,15 @@ def _gflops(model, size):
 
 
 def _score(preds, ds):
-    from fbp_nb.metrics import detection_metrics
+    from fbp_nb.metrics import detection_metrics, pr_curve
     targets = [{k: torch.as_tensor(v) for k, v in ds.raw(i)[1].items()} for i in range(len(ds))]
-    return detection_metrics(preds, targets, len(ds.class_names), class_names=list(ds.class_names))
+    m = detection_metrics(preds, targets, len(ds.class_names), class_names=list(ds.class_names))
+    m['pr'] = {}                                          # per-class PR curves at IoU 0.5 (VOC matching), <= 200 points each
+    for c, name in enumerate(ds.class_names):
+        r = pr_curve(preds, targets, c)
+        k = np.unique(np.linspace(0, len(r['recall']) - 1, min(200, len(r['recall']))).round().astype(int)) if len(r['recall']) else []
+        m['pr'][name] = dict(recall=[round(float(r['recall'][j]), 4) for j in k], precision=[round(float(r['precision'][j]), 4) for j in k])
+    return m
 
 
 def real_yolox(args, valid):
@@ -79,7 +85,7 @@ def real_yolox(args, valid):
     return dict(params_M=sum(p.numel() for p in model.parameters()) / 1e6, gflops=_gflops(lambda x: model.raw(x), args.img_size),
                 fit_seconds=r.seconds, ms_per_image=1000 * t_inf / len(valid), selected_epoch=r.best_val['epoch'],
                 val_part_mAP50=r.best_val['val_mAP50'], **{k: m[k] for k in ('mAP50', 'mAP50_coco', 'mAP')},
-                per_class=m['per_class'][['name', 'n_gt', 'P', 'R', 'F1', 'AP50', 'AP']].to_dict('records'))
+                per_class=m['per_class'][['name', 'n_gt', 'P', 'R', 'F1', 'AP50', 'AP']].to_dict('records'), pr=m['pr'])
 
 
 def real_ultralytics(args, valid):
@@ -110,7 +116,7 @@ def real_ultralytics(args, valid):
     return dict(params_M=sum(p.numel() for p in inner.parameters()) / 1e6, gflops=_gflops(lambda x: inner.eval()(x), args.img_size),
                 fit_seconds=fit, ms_per_image=1000 * t_inf / len(valid), selected_epoch=args.epochs - 1, val_part_mAP50=None,
                 **{k: m[k] for k in ('mAP50', 'mAP50_coco', 'mAP')}, ultralytics_val=dict(mAP50=float(own.box.map50), mAP=float(own.box.map)),
-                per_class=m['per_class'][['name', 'n_gt', 'P', 'R', 'F1', 'AP50', 'AP']].to_dict('records'))
+                per_class=m['per_class'][['name', 'n_gt', 'P', 'R', 'F1', 'AP50', 'AP']].to_dict('records'), pr=m['pr'])
 
 
 def real(args):
