@@ -27,7 +27,7 @@ __all__ = ['DET_DEFAULTS', 'detection_config', 'check_detection_config', 'Memory
 # %% ../nbs/11b_detect.ipynb #8bd463a8
 # DET_DATASETS = ('synth_fer', 'fer', 'yolo') comes from chapter 05b (RunConfig.validate knows them); 'fer', 'yolo': any YOLO-format folder (`root`)
 # detection values of the RunConfig fields whose regression default does not suit a detector
-DET_DEFAULTS = dict(data='synth_fer', img_size=192, n_train=1000, n_val=150, n_test=300, epochs=6, batch_size=16, lr=2e-3, wd=5e-4,
+DET_DEFAULTS = dict(data='synth_fer', img_size=192, n_train=2500, n_val=150, n_test=300, epochs=6, batch_size=16, lr=2e-3, wd=5e-4,
                     lr_schedule='cosine')
 
 def detection_config(config:RunConfig|None=None, **changes) -> RunConfig:

@@ -66,7 +66,7 @@ def test_validate_accepts_detectors_and_refuses_mixed_tasks():
     assert RunConfig(model='yolox_nano', data='synth_fer', img_size=64).validate().model == 'yolox_nano'
     assert RunConfig(model='yolox_tiny', data='yolo', root='somewhere', img_size=128).validate().data == 'yolo'
     RunConfig().validate()                                                          # regression still valid
-    cases = [(dict(data='synth_fer'), "data: 'synth_fer' is detection data: it needs a detector as model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_nano"),
+    cases = [(dict(data='synth_fer'), "data: 'synth_fer' is detection data: it needs a detector as model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
              (dict(data='fer', root='x'), "data: 'fer' is detection data"),
              (dict(model='yolox_nano', data='scut'), "data: 'scut' is beauty (regression) data; the detector 'yolox_nano'"),
              (dict(model='yolox_nano', data='synth'), "data: 'synth' is beauty (regression) data"),
@@ -180,7 +180,7 @@ def test_train_on_a_yolo_folder(tmp_path):
     assert rc == 2 and 'nowhere' in e, e
 
 def test_train_mixing_and_bad_options():
-    cases = [(['--data', 'synth_fer'], "--data: 'synth_fer' is detection data: it needs a detector as --model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_nano"),
+    cases = [(['--data', 'synth_fer'], "--data: 'synth_fer' is detection data: it needs a detector as --model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
              (['--model', 'yolox_nano', '--data', 'scut'], "--data: 'scut' is beauty (regression) data; the detector 'yolox_nano' (--model)"),
              (['--model', 'yolox_nano', '--align', 'landmarks'], '--align: applies to regression runs'),
              (['--model', 'yolox_nano', '--loss', 'huber'], '--loss: applies to regression runs'),
@@ -193,7 +193,7 @@ def test_train_mixing_and_bad_options():
         rc, out, err = call(train_main, argv)
         assert rc == 2 and err.startswith('fbp_train: error: ') and msg in err, (argv, err)
     r = script('fbp_train', '--model', 'yolo_nano')                                  # argparse: the detectors are listed
-    assert r.returncode == 2 and "invalid choice: 'yolo_nano'" in r.stderr and 'detectors: fer_yolo_mamba, fer_yolo_mamba_nano, yolox_nano' in r.stderr, r.stderr
+    assert r.returncode == 2 and "invalid choice: 'yolo_nano'" in r.stderr and 'detectors: fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano' in r.stderr, r.stderr
 
 def test_train_help_mentions_detectors():
     r = script('fbp_train', '--help')

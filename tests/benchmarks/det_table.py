@@ -38,10 +38,13 @@ def default_run(args):
     t0 = time.time()
     r = run_detection(cfg, progress=False)
     wall = time.time() - t0
-    out = dict(command='flock /tmp/cpu.lock nice -n 5 python tests/benchmarks/det_table.py default' + (f" --changes '{args.changes}'" if args.changes != '{}' else ''),
+    out = dict(command='python tests/benchmarks/det_table.py default' + (f" --changes '{args.changes}'" if args.changes != '{}' else ''),
                machine=machine(), config=r.config.to_dict(), wall_seconds=round(wall, 1), fit_seconds=round(r.seconds, 1),
                test=r.test, per_class=r.groups.to_dict('records'), history=r.history, best_val=r.best_val)
     name = args.save or 'det_default_run.json'
+    if (RES / name).exists():                             # the tuning record of earlier runs stays
+        old = json.loads((RES / name).read_text())
+        out.update({k: old[k] for k in ('tuning', 'selection') if k in old})
     (RES / name).write_text(json.dumps(out, indent=1, default=float))
     print(f"wall {wall:.0f} s (fit {r.seconds:.0f} s); saved {RES / name}")
 
