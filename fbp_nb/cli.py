@@ -121,7 +121,7 @@ def _add_data_args(p, for_train:bool):
     p.add_argument('--root', help='data set folder (required for scut, mebeauty, kdef, fer, yolo)')
     p.add_argument('--protocol', default='60-40' if for_train else None, help="scut: 60-40 or a cross-validation fold 1..5 (default: 60-40)")
     p.add_argument('--val-frac', type=float, default=0.1 if for_train else None, help='fraction of the training split held out for validation (scut, kdef; default: 0.1)')
-    p.add_argument('--n-train', type=_pos_int, default=12000 if for_train else None, help='synth: training images (default: 12000; synth_fer: 1000 scenes)')
+    p.add_argument('--n-train', type=_pos_int, default=12000 if for_train else None, help='synth: training images (default: 12000; synth_fer: 2500 scenes)')
     p.add_argument('--n-val', type=_pos_int, default=300 if for_train else None, help='synth: validation images (default: 300; synth_fer: 150)')
     p.add_argument('--n-test', type=_pos_int, default=500 if for_train else None, help='synth: test images (default: 500; synth_fer: 300)')
     p.add_argument('--cache', choices=('none', 'memory'), default='none', help='keep decoded real images in memory (synth always is; also decodes every image before training)')
@@ -140,7 +140,7 @@ def _train_parser() -> argparse.ArgumentParser:
     _add_data_args(p, True)
     p.add_argument('--model', type=_model_name, default='mamba_cnn_D', metavar='MODEL',
                    help="any name of list_models(): a regressor (mamba_cnn_A..D, mobilenet_v2, resnext50, inception_v3, two_branch_increx, ...) "
-                        "or a detector (task='detection': yolox_nano, yolox_tiny, yolox_s, fer_yolo_mamba, fer_yolo_mamba_nano) (default: mamba_cnn_D)")
+                        "or a detector (task='detection': yolox_nano, yolox_tiny, yolox_s, yolox_mnv2, fer_yolo_mamba, fer_yolo_mamba_nano) (default: mamba_cnn_D)")
     p.add_argument('--arch', choices=('auto', 'full', 'compact'), default='auto',
                    help="Mamba-CNN stages: full (MobileNetV2's, stride 32, the paper's) or compact (7 blocks, stride 16); auto: compact on synth, full on real data")
     p.add_argument('--augment', choices=('auto', 'on', 'off'), default='auto',

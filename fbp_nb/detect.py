@@ -140,6 +140,7 @@ def det_metrics_fn(num_classes:int):
 
 def detection_learner(model, splits:dict, config:RunConfig, device='cpu', callbacks=(), progress:bool=True) -> Learner:
     "A Learner for a detector: DetectionTask (EMA), DetLoss, NMS decode, mAP metrics, selection on val mAP50, cosine lr."
+    lr = config.lr or DET_DEFAULTS['lr']
     steps = config.epochs * math.ceil(len(splits['train']) / config.batch_size)
     horizon = max(10., steps / 20)              # EMA memory ~5 % of the run (YOLOX's 0.9998 = 5000 steps: longer than a short run)
     task = DetectionTask(model, ema_decay=min(0.9998, 1 - 1 / horizon), ema_tau=horizon)
@@ -148,8 +149,8 @@ def detection_learner(model, splits:dict, config:RunConfig, device='cpu', callba
     if config.lr_schedule in ('auto', 'cosine'): cbs.append(CosineLR(warmup=0.05))
     if progress: cbs.append(ProgressCallback(keys=('val_loss', 'val_mAP50', 'val_mAP')))
     return Learner(task, splits['train'], splits['val'], loss_fn=loss, metrics_fn=det_metrics_fn(model.num_classes),
-                   lr=config.lr or 2e-3, wd=config.wd, batch_size=config.batch_size, clip_grad=10., lr_patience=None,
-                   param_groups=param_groups(model, config.lr or 2e-3, config.fresh_lr_mult),   # weights-file tensors at lr, fresh ones at lr * fresh_lr_mult
+                   lr=lr, wd=config.wd, batch_size=config.batch_size, clip_grad=10., lr_patience=None,
+                   param_groups=param_groups(model, lr, config.fresh_lr_mult),   # weights-file tensors at lr, fresh ones at lr * fresh_lr_mult
                    early_stop=None, monitor='val_mAP50', callbacks=cbs, target_scaler=None, decode_fn=lambda o: model.predict(o[0]),
                    collate_fn=detection_collate, device=device, seed=config.seed, num_workers=config.workers, progress=progress)
 

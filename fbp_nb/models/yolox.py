@@ -331,18 +331,16 @@ class MobileNetV2Backbone(nn.Module):
         self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.pretrained_keys = set()
-        if weights is not None: self.load_imagenet(weights)
-    def load_imagenet(self, weights):
-        "Copy the `features.0`-`features.17` tensors of a MobileNetV2 state dict file; freeze BatchNorm statistics (folded files)."
-        from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict, is_mobilenet_v2_state_dict, freeze_bn
-        path = _weights_path(weights, 'MobileNetV2Backbone')
-        sd = read_state_dict(path)
-        if not is_mobilenet_v2_state_dict(sd): raise ValueError(f"{path}: not a torchvision MobileNetV2 state dict (no features.0 ... features.18)")
-        own = self.state_dict()
-        take = {k: v for k, v in sd.items() if k in own}
-        bad = [k for k, v in take.items() if v.shape != own[k].shape]
-        if bad or len(take) != len(own):
-            raise ValueError(f"{path}: does not fit MobileNetV2Backbone(width_mult) ({len(bad)} shape mismatches, {len(own) - len(take)} tensors missing)")
+        if weights is not None:
+            from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict
+            path = _weights_path(weights, 'MobileNetV2Backbone')
+            self.load_imagenet(read_state_dict(path), path)
+    def load_imagenet(self, sd:dict, source='state dict'):
+        "Copy the `features.0`-`features.17` tensors of a MobileNetV2 state dict; freeze BatchNorm statistics (folded files)."
+        from fbp_nb.models.mamba_cnn import is_mobilenet_v2_state_dict, check_state_dict, freeze_bn
+        if not is_mobilenet_v2_state_dict(sd): raise ValueError(f"{source}: not a torchvision MobileNetV2 state dict (no features.0 ... features.18)")
+        take = {k: v for k, v in sd.items() if k in self.state_dict()}   # features.18 and the classifier stay behind
+        check_state_dict(self, take, str(source))         # missing tensors or other shapes (another width_mult): one error
         self.load_state_dict(take)
         freeze_bn(self.features)                          # folded statistics 0/1: batch statistics would replace them
         self.pretrained_keys = set(take)
@@ -355,18 +353,15 @@ class MobileNetV2Backbone(nn.Module):
 def yolox_mnv2(pretrained=None,   # an ImageNet MobileNetV2 state dict (-> trunk) or a state dict of this detector
                num_classes:int=7, width:float=0.25, depth:float=0.33, depthwise:bool=True, width_mult:float=1.0, **kw) -> YOLOX:
     "YOLOX with a MobileNetV2 trunk (strides 8/16/32) under a nano-sized PAFPN neck and head; `model.pretrained_keys` names the tensors from the file."
-    from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict, is_mobilenet_v2_state_dict
+    from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict, is_mobilenet_v2_state_dict, check_state_dict
     path = None if pretrained is None else _weights_path(pretrained, 'yolox_mnv2')
-    sd = None if path is None else read_state_dict(path)
-    imagenet = sd is not None and is_mobilenet_v2_state_dict(sd)
-    m = YOLOX(num_classes, depth, width, depthwise, backbone=MobileNetV2Backbone(pretrained if imagenet else None, width_mult), **kw)
-    m.pretrained_keys = {f'backbone.backbone.{k}' for k in m.backbone.backbone.pretrained_keys}
-    if sd is not None and not imagenet:
-        own = m.state_dict()
-        if set(sd) != set(own) or any(sd[k].shape != own[k].shape for k in own):
-            raise ValueError(f"{path}: neither an ImageNet MobileNetV2 state dict nor the weights of this yolox_mnv2 "
-                             f"({len(set(own) - set(sd))} tensors missing, {len(set(sd) - set(own))} unexpected)")
+    sd = None if path is None else read_state_dict(path)       # read once: ImageNet trunk or this detector's weights
+    m = YOLOX(num_classes, depth, width, depthwise, backbone=MobileNetV2Backbone(None, width_mult), **kw)
+    if sd is not None and is_mobilenet_v2_state_dict(sd): m.backbone.backbone.load_imagenet(sd, path)
+    elif sd is not None:
+        check_state_dict(m, sd, f"{path} (neither an ImageNet MobileNetV2 state dict nor yolox_mnv2 weights)")
         m.load_state_dict(sd)
+    m.pretrained_keys = {f'backbone.backbone.{k}' for k in m.backbone.backbone.pretrained_keys}
     m.init_kwargs = dict(num_classes=num_classes, width=width, depth=depth, depthwise=depthwise, width_mult=width_mult, **kw)
     return m
 
