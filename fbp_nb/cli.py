@@ -84,7 +84,7 @@ def main(argv:list[str]|None=None) -> int:
 
 # %% ../nbs/90_cli.ipynb #4c3c94e8
 _RUN_KEYS = ('data', 'root', 'protocol', 'val_frac', 'model', 'arch', 'augment', 'img_size', 'width_mult', 'batch_size',
-             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule', 'align', 'on_missing', 'model_kwargs')
+             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule', 'lr_decay', 'lr_decay_every', 'optimizer', 'wd', 'cls_weight', 'align', 'on_missing', 'model_kwargs')
 # fixed for a run: taken from the checkpoint on --resume
 
 def _model_name(s):
@@ -157,9 +157,17 @@ def _train_parser() -> argparse.ArgumentParser:
                         "detector (OpenCV Haar aligner, the same crop without landmarks); stored in the run, fbp_eval/fbp_predict use it (default: none)")
     p.add_argument('--img-size', type=int, default=64, help='network input side in pixels, >= 32 (default: 64; a detector: 192, a multiple of 32)')
     p.add_argument('--epochs', type=_pos_int, default=5, help='epochs (total, also with --resume; default: 5; a detector: 6)')
-    p.add_argument('--lr', type=_pos_float, default=None, help='AdamW learning rate (default: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos; a detector: 2e-3)')
-    p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine'), default='auto',
-                   help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; auto: cosine with --weights or on synth, else plateau')
+    p.add_argument('--lr', type=_pos_float, default=None, help='learning rate (default: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos; a detector: 2e-3)')
+    p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine', 'exp'), default='auto',
+                   help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; '
+                        'exp: times --lr-decay every --lr-decay-every epochs (FER-YOLO-Mamba); auto: cosine with --weights or on synth, else plateau (a detector: cosine)')
+    p.add_argument('--lr-decay', type=_pos_float, default=0.9, help='--lr-schedule exp: the factor (default: 0.9, the paper\'s)')
+    p.add_argument('--lr-decay-every', type=_pos_int, default=64, help='--lr-schedule exp: epochs between two decays (default: 64, the paper\'s)')
+    p.add_argument('--optimizer', choices=('adamw', 'adam'), default='adamw',
+                   help="adamw (decoupled weight decay) or adam (weight decay as an L2 term; FER-YOLO-Mamba's recipe: --optimizer adam --lr 1e-3 --lr-schedule exp) (default: adamw)")
+    p.add_argument('--wd', type=float, default=1e-5, help='weight decay, >= 0 (default: 1e-5; a detector: 5e-4)')
+    p.add_argument('--cls-weight', type=_pos_float, default=1.0,
+                   help=f"detectors: weight of the class term of the YOLOX loss (5 IoU + objectness + this x class; YOLOX's is 1; a detector's default: {DET_DEFAULTS['cls_weight']:g})")
     p.add_argument('--loss', choices=LOSS_NAMES, default='mse', help='training loss (default: mse); the robust ones are dynamic by default (07_losses)')
     p.add_argument('--loss-param', type=_pos_float, nargs='+', metavar='P',
                    help='robust losses: one value = fixed parameter; two values P_MAX P_MIN = dynamic over the epochs '
@@ -231,9 +239,6 @@ def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     det = _is_detector(a.model)                               # the task follows the model
     if det and not a.resume: a = _detection_args(a, given)
     c = config_from_args(a)
-    if det and a.resume:                                      # the field no option sets (wd) is the stored run's
-        s = stored_config(read_run(a.resume)['config'])
-        c = c.replace(wd=s.wd)
     return run(c, resume=a.resume, progress=not a.no_progress).test
 
 # %% ../nbs/90_cli.ipynb #6812d582

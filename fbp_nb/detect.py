@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn, Tensor
-from .learner import resolve_device, seed_everything, Learner, Callback, EarlyStopping, HistoryCallback, CosineLR, ProgressCallback, _atomic_save
+from .learner import resolve_device, seed_everything, Learner, Callback, EarlyStopping, HistoryCallback, CosineLR, ExpLR, ProgressCallback, _atomic_save
 from .train import RunConfig, RunResult, param_groups, ConfigCheckpoint, read_run, same_run, check_out, data_root, _root_entries, DET_DATASETS
 from .det_data import YOLODetection, detection_collate, letterbox, to_tensor01, unletterbox_boxes
 from .data import load_image
@@ -28,7 +28,7 @@ __all__ = ['DET_DEFAULTS', 'detection_config', 'check_detection_config', 'Memory
 # DET_DATASETS = ('synth_fer', 'fer', 'yolo') comes from chapter 05b (RunConfig.validate knows them); 'fer', 'yolo': any YOLO-format folder (`root`)
 # detection values of the RunConfig fields whose regression default does not suit a detector
 DET_DEFAULTS = dict(data='synth_fer', img_size=192, n_train=2500, n_val=150, n_test=300, epochs=6, batch_size=16, lr=2e-3, wd=5e-4,
-                    lr_schedule='cosine')
+                    lr_schedule='cosine', cls_weight=8.0)
 
 def detection_config(config:RunConfig|None=None, **changes) -> RunConfig:
     "`config` (or a fresh RunConfig) with the detection defaults for every field still at its regression default, then `changes`."
@@ -104,11 +104,11 @@ class DetectionTask(nn.Module):
         return (self.model if self.training else self.ema.module).raw(x)
 
 class DetLoss:
-    "Learner loss function: the detector's loss dict -> its total; keeps the parts' sums for the epoch log."
-    def __init__(self, model): self.model, self.sums, self.n = model, {}, 0
+    "Learner loss function: the detector's loss dict (class term weighted by `cls_weight`) -> its total; keeps the parts' sums for the epoch log."
+    def __init__(self, model, cls_weight:float=1.0): self.model, self.cls_weight, self.sums, self.n = model, cls_weight, {}, 0
     def __call__(self, out, targets):
         pred, grid, st = out
-        d = self.model.loss(pred, targets, grid, st)
+        d = self.model.loss(pred, targets, grid, st, cls_weight=self.cls_weight)
         if torch.is_grad_enabled():
             for k in ('iou', 'obj', 'cls'): self.sums[k] = self.sums.get(k, 0.) + float(d[k])
             self.n += 1
@@ -139,17 +139,19 @@ def det_metrics_fn(num_classes:int):
     return f
 
 def detection_learner(model, splits:dict, config:RunConfig, device='cpu', callbacks=(), progress:bool=True) -> Learner:
-    "A Learner for a detector: DetectionTask (EMA), DetLoss, NMS decode, mAP metrics, selection on val mAP50, cosine lr."
+    "A Learner for a detector: DetectionTask (EMA), DetLoss, NMS decode, mAP metrics, selection on val mAP50, cosine (or the paper's exp) lr."
     lr = config.lr or DET_DEFAULTS['lr']
     steps = config.epochs * math.ceil(len(splits['train']) / config.batch_size)
     horizon = max(10., steps / 20)              # EMA memory ~5 % of the run (YOLOX's 0.9998 = 5000 steps: longer than a short run)
     task = DetectionTask(model, ema_decay=min(0.9998, 1 - 1 / horizon), ema_tau=horizon)
-    loss = DetLoss(model)
+    loss = DetLoss(model, config.cls_weight)
     cbs = [DetCallback(loss), EarlyStopping(patience=10 ** 6, monitor='val_mAP50', mode='max'), *callbacks]
     if config.lr_schedule in ('auto', 'cosine'): cbs.append(CosineLR(warmup=0.05))
+    else: cbs.append(ExpLR(config.lr_decay, config.lr_decay_every))   # 'exp': FER-YOLO-Mamba's x0.9 every 64 epochs (no warm-up)
     if progress: cbs.append(ProgressCallback(keys=('val_loss', 'val_mAP50', 'val_mAP')))
     return Learner(task, splits['train'], splits['val'], loss_fn=loss, metrics_fn=det_metrics_fn(model.num_classes),
-                   lr=lr, wd=config.wd, batch_size=config.batch_size, clip_grad=10., lr_patience=None,
+                   lr=lr, wd=config.wd, optimizer=config.optimizer, foreach=True,   # foreach: one multi-tensor update, faster on a CPU
+                   batch_size=config.batch_size, clip_grad=10., lr_patience=None,
                    param_groups=param_groups(model, lr, config.fresh_lr_mult),   # weights-file tensors at lr, fresh ones at lr * fresh_lr_mult
                    early_stop=None, monitor='val_mAP50', callbacks=cbs, target_scaler=None, decode_fn=lambda o: model.predict(o[0]),
                    collate_fn=detection_collate, device=device, seed=config.seed, num_workers=config.workers, progress=progress)

@@ -14,10 +14,10 @@ from fastcore.basics import patch
 from .metrics import fit_minmax, normalize, denormalize, regression_metrics
 
 # %% auto #0
-__all__ = ['EVENTS', 'resolve_device', 'gpu_cell', 'seed_everything', 'seed_worker', 'dataset_targets', 'TargetScaler',
-           'Callback', 'CancelFitException', 'DivergenceError', 'load_checkpoint', 'state_health', 'DivergenceCheck',
-           'Learner', 'EarlyStopping', 'ParamScheduler', 'CosineLR', 'ProgressCallback', 'HistoryCallback',
-           'CheckpointCallback', 'plot_history']
+__all__ = ['EVENTS', 'OPTIMIZERS', 'resolve_device', 'gpu_cell', 'seed_everything', 'seed_worker', 'dataset_targets',
+           'TargetScaler', 'Callback', 'CancelFitException', 'DivergenceError', 'load_checkpoint', 'state_health',
+           'DivergenceCheck', 'Learner', 'EarlyStopping', 'ParamScheduler', 'CosineLR', 'ExpLR', 'ProgressCallback',
+           'HistoryCallback', 'CheckpointCallback', 'plot_history']
 
 # %% ../nbs/05_learner.ipynb #ea024965
 def _mps_ok() -> bool: return getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
@@ -202,15 +202,19 @@ class DivergenceCheck(Callback):
         if nonfin: raise _diverged(f"non-finite validation values ({', '.join(f'{k}={l.log[k]}' for k in nonfin)})", l.epoch, l.lr, l.peak_lr)
 
 # %% ../nbs/05_learner.ipynb #321f770f
+OPTIMIZERS = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam}
+
 class Learner:
-    "Algorithm 1 of Mamba-CNN: AdamW, grad-norm clipping, ReduceLROnPlateau, early stopping; pluggable loss/metrics; callbacks."
+    "Algorithm 1 of Mamba-CNN: AdamW (or Adam), grad-norm clipping, ReduceLROnPlateau, early stopping; pluggable loss/metrics; callbacks."
     def __init__(self, model:nn.Module,
                  train_ds, # training split: `ds[i] -> (x, y)`
                  val_ds, # validation split: drives LR plateau, early stopping and model selection
                  loss_fn=None, # `loss_fn(pred, y) -> scalar`; default `nn.MSELoss()` (on scaled targets)
                  metrics_fn=regression_metrics, # `metrics_fn(y_true, y_pred) -> dict` on the original scale; None: loss only
-                 lr:float=1e-4, wd:float=1e-5, # AdamW learning rate and weight decay
-                 param_groups:list|None=None, # AdamW parameter groups ([{'params': [...], 'lr': ...}, ...]); None: one group of all trainable parameters
+                 lr:float=1e-4, wd:float=1e-5, # learning rate and weight decay
+                 param_groups:list|None=None, # optimiser parameter groups ([{'params': [...], 'lr': ...}, ...]); None: one group of all trainable parameters
+                 optimizer:str='adamw', # 'adamw' (decoupled weight decay) or 'adam' (weight decay as an L2 term: FER-YOLO-Mamba's recipe)
+                 foreach:bool|None=None, # the optimiser's multi-tensor update (None: torch's choice; True is faster on a CPU for many small tensors)
                  batch_size:int=32,
                  clip_grad:float|None=1.0, # max gradient norm; None: no clipping
                  lr_factor:float=0.5, lr_patience:int|None=10, # ReduceLROnPlateau on `monitor`; lr_patience=None: off
@@ -232,6 +236,7 @@ class Learner:
                 ):
         for name, ds in (('train_ds', train_ds), ('val_ds', val_ds)):
             if ds is None or len(ds) == 0: raise ValueError(f"{name} is empty: need at least one sample")
+        if optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {optimizer!r}")
         if not (isinstance(batch_size, int) and batch_size >= 1): raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.device = resolve_device(device)
         cuda = self.device.type == 'cuda'
@@ -247,7 +252,7 @@ class Learner:
         self.target_scaler = target_scaler
         if not isinstance(monitor, str) or not monitor.startswith('val_'): raise ValueError(f"monitor must name a logged validation value such as 'val_loss' or 'val_RMSE', got {monitor!r}")
         self.monitor = monitor
-        self._setup_model(model, lr, wd, lr_factor, lr_patience, ddp, param_groups)   # device, DDP, AdamW, plateau scheduler, AMP scaler
+        self._setup_model(model, lr, wd, lr_factor, lr_patience, ddp, param_groups, optimizer, foreach)   # device, DDP, optimiser, plateau scheduler, AMP scaler
         self.train_dl, self.val_dl = self._loader(train_ds, train=True), self._loader(val_ds)
         self._setup_callbacks(callbacks, early_stop, progress, max_weight)   # + EarlyStopping, ProgressCallback, DivergenceCheck; sorted by `order`
         self.history, self.epoch, self.n_epochs, self.stop = [], 0, 0, False
@@ -260,15 +265,16 @@ class Learner:
 
 # %% ../nbs/05_learner.ipynb #8b19f5dc
 @patch
-def _setup_model(self:Learner, model:nn.Module, lr:float, wd:float, lr_factor:float, lr_patience:int|None, ddp, param_groups=None):
-    "Model on the device, DDP wrapper under `torchrun`, AdamW, ReduceLROnPlateau and the AMP grad scaler."
+def _setup_model(self:Learner, model:nn.Module, lr:float, wd:float, lr_factor:float, lr_patience:int|None, ddp, param_groups=None,
+                 optimizer:str='adamw', foreach:bool|None=None):
+    "Model on the device, DDP wrapper under `torchrun`, the optimiser (AdamW or Adam), ReduceLROnPlateau and the AMP grad scaler."
     cuda = self.device.type == 'cuda'
     self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last else model.to(self.device)
     self.dist = ddp is not False and torch.distributed.is_available() and torch.distributed.is_initialized()
     self.rank = torch.distributed.get_rank() if self.dist else 0
     if self.dist: self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index or 0] if cuda else None)
     groups = param_groups if param_groups is not None else [p for p in self.model.parameters() if p.requires_grad]
-    self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+    self.opt = OPTIMIZERS[optimizer](groups, lr=lr, weight_decay=wd, foreach=foreach)
     self.sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, mode='min', factor=lr_factor, patience=lr_patience)
                   if lr_patience is not None else None)
     self.grad_scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
@@ -606,6 +612,19 @@ class CosineLR(Callback):
         total, step = l.n_epochs * len(l.train_dl), l.epoch * len(l.train_dl) + l.iter
         f = self.factor(step, total)
         for g in l.opt.param_groups: g['lr'] = g.setdefault('initial_lr', g['lr']) * f
+
+# %% ../nbs/05_learner.ipynb #f93970b8
+class ExpLR(Callback):
+    "Per epoch: lr of each parameter group = its initial lr * gamma ** (epoch // every) (step-wise exponential decay)."
+    order = -10
+    def __init__(self, gamma:float=0.9, # the factor applied every `every` epochs
+                 every:int=64):         # epochs between two decays
+        if not 0 < gamma <= 1: raise ValueError(f"ExpLR: gamma must be in (0, 1], got {gamma!r}")
+        if not (isinstance(every, int) and every >= 1): raise ValueError(f"ExpLR: every must be an int >= 1, got {every!r}")
+        self.gamma, self.every = gamma, every
+    def factor(self, epoch:int) -> float: return self.gamma ** (epoch // self.every)
+    def before_epoch(self):
+        for g in self.learn.opt.param_groups: g['lr'] = g.setdefault('initial_lr', g['lr']) * self.factor(self.learn.epoch)
 
 # %% ../nbs/05_learner.ipynb #186de328
 class ProgressCallback(Callback):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from .learner import (resolve_device, seed_everything, Learner, Callback, CheckpointCallback, HistoryCallback, TargetScaler, CosineLR,
+from .learner import (resolve_device, seed_everything, Learner, Callback, CheckpointCallback, HistoryCallback, TargetScaler, CosineLR, ExpLR,
                             dataset_targets, plot_history, load_checkpoint, _atomic_save, DivergenceError, state_health)
 from .synth import SynthFaces
 from .data import (SCUTFBP5500, MEBeauty, KDEFPT, IMAGENET_MEAN, IMAGENET_STD, beauty_transforms, load_image,
@@ -30,10 +30,11 @@ __all__ = ['DATASETS', 'DET_DATASETS', 'MAX_WEIGHT', 'COLLAPSE', 'RunConfig', 'r
 DATASETS = ('synth', 'scut', 'mebeauty', 'kdef')       # regression data (beauty scores)
 DET_DATASETS = ('synth_fer', 'fer', 'yolo')            # detection data (chapter 11b): SynthFER, any YOLO-format folder (`root`)
 _CHOICES = dict(data=DATASETS + DET_DATASETS, arch=('auto', 'full', 'compact'), augment=('auto', 'on', 'off'), loss=tuple(LOSS_NAMES),
-                loss_law=tuple(LAWS), loss_units=('score', 'target'), lr_schedule=('auto', 'plateau', 'cosine'), monitor=('auto', 'val_loss', 'val_MAE', 'val_RMSE'), cache=(None, 'memory'),
+                loss_law=tuple(LAWS), loss_units=('score', 'target'), lr_schedule=('auto', 'plateau', 'cosine', 'exp'), optimizer=('adamw', 'adam'), monitor=('auto', 'val_loss', 'val_MAE', 'val_RMSE'), cache=(None, 'memory'),
                 align=('none', 'landmarks', 'detector'), on_missing=('error', 'skip'))
 _TYPES = {'str': (str,), 'str|None': (str, type(None)), 'int': (int,), 'float': (int, float), 'float|None': (int, float, type(None)), 'dict': (dict,), 'list|None': (list, type(None))}
 _NOT_RUN_KEYS = ('epochs', 'device', 'workers', 'cache', 'out')   # may change on resume; every other field defines the run
+_DETECTION_ONLY = ('cls_weight',)   # a regressor reads none
 _REGRESSION_ONLY = ('protocol', 'arch', 'align', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'on_missing')   # a detector reads none
 
 @dataclass
@@ -58,10 +59,14 @@ class RunConfig:
     loss_law: str = 'parabolic'       # schedule of a dynamic parameter
     loss_units: str = 'score'         # 'score' (the data set's units) or 'target' (min-max scaled 0-1)
     monitor: str = 'auto'             # model-selection value; auto: val_loss, or val_RMSE when the loss is dynamic
-    lr: float|None = None             # AdamW learning rate; None: 1e-4 with `weights`, else 3e-3 on synth, 1e-3 on photos
-    lr_schedule: str = 'auto'         # 'plateau' (halve when val stalls), 'cosine' (anneal to 0, per batch); auto: cosine with `weights` or on synth
-    wd: float = 1e-5                  # AdamW weight decay
+    lr: float|None = None             # learning rate; None: 1e-4 with `weights`, else 3e-3 on synth, 1e-3 on photos
+    lr_schedule: str = 'auto'         # 'plateau' (halve when val stalls), 'cosine' (anneal to 0, per batch), 'exp' (x lr_decay every lr_decay_every epochs); auto: cosine with `weights` or on synth
+    lr_decay: float = 0.9             # lr_schedule 'exp': the factor (FER-YOLO-Mamba: 0.9 ...
+    lr_decay_every: int = 64          # ... every 64 epochs)
+    optimizer: str = 'adamw'          # 'adamw' or 'adam' (weight decay as L2: FER-YOLO-Mamba's recipe)
+    wd: float = 1e-5                  # weight decay
     fresh_lr_mult: float = 1.0        # with `weights`: tensors not in the file train at lr * fresh_lr_mult
+    cls_weight: float = 1.0           # detectors: weight of the class term of the YOLOX loss (YOLOX: 1; `DET_DEFAULTS`: 8)
     batch_size: int = 32
     epochs: int = 5                   # total epochs (also when resuming)
     seed: int = 0
@@ -109,9 +114,11 @@ def _validate(self:RunConfig, flag=lambda k: k) -> RunConfig:
         if getattr(self, k) < 1: bad(k, f"must be >= 1, got {getattr(self, k)}")
     if self.img_size < 32: bad('img_size', f"must be >= 32, got {self.img_size}")
     if not 0 < self.val_frac < 1: bad('val_frac', f"must be between 0 and 1, got {self.val_frac}")
-    for k in ('lr', 'fresh_lr_mult'):
+    for k in ('lr', 'fresh_lr_mult', 'cls_weight'):
         if getattr(self, k) is not None and not getattr(self, k) > 0: bad(k, f"must be > 0, got {getattr(self, k)}")
     if self.wd < 0: bad('wd', f"must be >= 0, got {self.wd}")
+    if not 0 < self.lr_decay <= 1: bad('lr_decay', f"must be in (0, 1], got {self.lr_decay}")
+    if self.lr_decay_every < 1: bad('lr_decay_every', f"must be >= 1, got {self.lr_decay_every}")
     if self.workers < 0: bad('workers', f"must be >= 0, got {self.workers}")
     p = self.loss_param
     if p is not None and (len(p) not in (1, 2) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in p)):
@@ -125,6 +132,10 @@ def _validate(self:RunConfig, flag=lambda k: k) -> RunConfig:
     if self.model in det: _validate_detection(self, flag)
     elif self.data in DET_DATASETS:
         bad('data', f"{self.data!r} is detection data: it needs a detector as {flag('model')} ({', '.join(det)}), not the regression model {self.model!r}")
+    else:
+        for k in _DETECTION_ONLY:
+            if getattr(self, k) != getattr(RunConfig(), k):
+                bad(k, f"applies to detectors; the regression model {self.model!r} does not use it (leave it at {getattr(RunConfig(), k)!r})")
     return self
 
 def _validate_detection(self:RunConfig, flag):
@@ -555,9 +566,11 @@ def run(config:RunConfig, # what to train (a dict is converted with `RunConfig.f
                     target_range=[scaler.lo, scaler.hi])
     cbs = [HistoryCallback(out/'history'), ConfigCheckpoint(out/'last.pt', config_d)] + loss_cbs + ([] if progress else [EpochPrinter()])
     if cfg.lr_schedule == 'cosine': cbs.append(CosineLR())
+    if cfg.lr_schedule == 'exp': cbs.append(ExpLR(cfg.lr_decay, cfg.lr_decay_every))
     learn = Learner(model, splits['train'], splits['val'], loss_fn=loss_fn, lr=cfg.lr, wd=cfg.wd, batch_size=cfg.batch_size, device=device,
                     seed=cfg.seed, num_workers=cfg.workers, progress=progress, callbacks=cbs, monitor=monitor, target_scaler=scaler,
-                    param_groups=param_groups(model, cfg.lr, cfg.fresh_lr_mult), lr_patience=None if cfg.lr_schedule == 'cosine' else 10,
+                    param_groups=param_groups(model, cfg.lr, cfg.fresh_lr_mult), lr_patience=10 if cfg.lr_schedule == 'plateau' else None,
+                    optimizer=cfg.optimizer,
                     max_weight=MAX_WEIGHT)                    # DivergenceCheck: exploding or non-finite weights stop the run
     out.mkdir(parents=True, exist_ok=True)
     cfg.to_json(out/'config.json')

@@ -103,7 +103,7 @@ def test_train_last_line_and_run_folder(det_run):
     c = RunConfig.from_json(out / 'config.json')
     # what was given, and the detection defaults (DET_DEFAULTS) for the rest
     assert (c.model, c.data, c.img_size, c.n_train, c.n_val, c.n_test, c.batch_size, c.epochs) == ('yolox_nano', 'synth_fer', 64, 32, 8, 8, 8, 2)
-    assert (c.lr, c.wd, c.lr_schedule, c.augment) == (2e-3, 5e-4, 'cosine', 'auto')
+    assert (c.lr, c.wd, c.lr_schedule, c.augment, c.cls_weight) == (2e-3, 5e-4, 'cosine', 'auto', 8.0)
 
 def test_train_defaults_of_a_detector():
     "No --data, --img-size, ... given: the detection defaults, as `detection_config` gives them."
@@ -156,6 +156,28 @@ def test_resume_keeps_the_fields_no_option_sets(tmp_path):
     assert json.loads((tmp_path / 'k' / 'metrics.json').read_text())['epochs_run'] == 2
     assert read_run(tmp_path / 'k' / 'model.pt')['config']['model']['kwargs'] == {'num_classes': 7, 'width': 0.125}
 
+def test_train_with_the_papers_recipe(tmp_path):
+    "FER-YOLO-Mamba's recipe as options: Adam and the lr times --lr-decay every --lr-decay-every epochs; resume keeps them."
+    from fbp_nb.detect import run_detection, detection_config
+    from fbp_nb.learner import Callback
+    argv = TINY + ['--optimizer', 'adam', '--lr', '1e-3', '--lr-schedule', 'exp', '--lr-decay', '0.5', '--lr-decay-every', '1', '--wd', '0',
+                   '--epochs', '3', '--out', str(tmp_path / 'a')]
+    rc, o, e = call(train_main, argv)
+    assert rc == 0, e
+    c = RunConfig.from_json(tmp_path / 'a' / 'config.json')
+    assert (c.optimizer, c.lr, c.lr_schedule, c.lr_decay, c.lr_decay_every, c.wd) == ('adam', 1e-3, 'exp', 0.5, 1, 0.0)
+    h = json.loads((tmp_path / 'a' / 'history.json').read_text())
+    assert [r['lr'] for r in h] == pytest.approx([1e-3, 5e-4, 2.5e-4])             # no warm-up, one decay per epoch
+    rc, o, e = call(train_main, ['--resume', str(tmp_path / 'a' / 'last.pt'), '--optimizer', 'adamw'])
+    assert rc == 2 and 'trained with --optimizer adam, not adamw' in e, e
+    seen = []
+    class Spy(Callback):
+        def before_fit(self): seen.append(type(self.learn.opt))
+    cfg = detection_config(n_train=8, n_val=4, n_test=4, img_size=64, batch_size=4, epochs=1, device='cpu', optimizer='adam',
+                           lr_schedule='exp', out=str(tmp_path / 'b'))
+    with contextlib.redirect_stdout(io.StringIO()): run_detection(cfg, progress=False, callbacks=[Spy()])
+    assert seen == [torch.optim.Adam]
+
 def test_train_on_a_yolo_folder(tmp_path):
     root = yolo_folder(tmp_path / 'yolo')
     rc, out, err = call(train_main, TINY + ['--data', 'yolo', '--root', str(root), '--epochs', '1', '--out', str(tmp_path / 'y')])
@@ -188,7 +210,10 @@ def test_train_mixing_and_bad_options():
              (['--model', 'yolox_nano', '--width-mult', '0.5'], '--width-mult applies to Mamba-CNN and MobileNetV2, not yolox_nano'),
              (['--model', 'yolox_nano', '--stem', 'paper'], '--stem applies to Mamba-CNN'),
              (['--model', 'yolox_nano', '--img-size', '100'], '--img-size: a detector needs a multiple of 32'),
-             (['--model', 'yolox_nano', '--lr-schedule', 'plateau'], "--lr-schedule: a detector trains with 'cosine'")]
+             (['--model', 'yolox_nano', '--lr-schedule', 'plateau'], "--lr-schedule: a detector trains with 'cosine'"),
+             (['--model', 'yolox_nano', '--lr-schedule', 'exp', '--lr-decay', '2'], "--lr-decay: must be in (0, 1]"),
+             (['--model', 'yolox_nano', '--wd', '-1'], "--wd: must be >= 0"),
+             (['--cls-weight', '2'], "--cls-weight: applies to detectors; the regression model 'mamba_cnn_D'")]
     for argv, msg in cases:
         rc, out, err = call(train_main, argv)
         assert rc == 2 and err.startswith('fbp_train: error: ') and msg in err, (argv, err)

@@ -236,8 +236,9 @@ def simota_assign(pred:Tensor,       # (A, 5 + C) decoded predictions of one ima
 def yolox_loss(pred:Tensor,          # (b, A, 5 + C) decoded predictions (see `decode_outputs`)
                targets:list,         # b dicts {'boxes': (k, 4) xyxy px, 'labels': (k,)}
                grid:Tensor, strides:Tensor, num_classes:int, iou_weight:float=5.0,
+               cls_weight:float=1.0, # weight of the class term (YOLOX: 1)
               ) -> dict:
-    "YOLOX loss: 5 * IoU loss (fg) + BCE objectness (all anchors) + BCE class vs IoU-soft targets (fg), each / number of fg."
+    "YOLOX loss: 5 * IoU loss (fg) + BCE objectness (all anchors) + cls_weight * BCE class vs IoU-soft targets (fg), each / number of fg; parts as weighted."
     fgs, cls_t, box_t, n_fg = [], [], [], 0
     for i, t in enumerate(targets):
         gb = torchvision.ops.box_convert(torch.as_tensor(t['boxes'], dtype=pred.dtype, device=pred.device).reshape(-1, 4), 'xyxy', 'cxcywh')
@@ -250,8 +251,8 @@ def yolox_loss(pred:Tensor,          # (b, A, 5 + C) decoded predictions (see `d
     l_iou = iou_loss(pred[fg][:, :4], torch.cat(box_t)).sum() / n
     l_obj = F.binary_cross_entropy_with_logits(pred[..., 4], fg.to(pred.dtype), reduction='sum') / n
     l_cls = F.binary_cross_entropy_with_logits(pred[fg][:, 5:], torch.cat(cls_t), reduction='sum') / n
-    total = iou_weight * l_iou + l_obj + l_cls
-    return dict(loss=total, iou=iou_weight * l_iou.detach(), obj=l_obj.detach(), cls=l_cls.detach(), n_fg=torch.tensor(float(n_fg)))
+    total = iou_weight * l_iou + l_obj + cls_weight * l_cls
+    return dict(loss=total, iou=iou_weight * l_iou.detach(), obj=l_obj.detach(), cls=cls_weight * l_cls.detach(), n_fg=torch.tensor(float(n_fg)))
 
 # %% ../../nbs/11_yolox.ipynb #bfbe9c80
 @torch.no_grad()
@@ -293,7 +294,8 @@ class YOLOX(nn.Module):
             if tuple(m.shape[-2:]) != (H // s, W // s):
                 raise RuntimeError(f"YOLOX: a level map is {tuple(m.shape[-2:])} but stride {s} on {H}x{W} needs {(H // s, W // s)}")
         return decode_outputs(maps, self.strides)
-    def loss(self, pred, targets, grid, strides) -> dict: return yolox_loss(pred, targets, grid, strides, self.num_classes)
+    def loss(self, pred, targets, grid, strides, cls_weight:float=1.0) -> dict:
+        return yolox_loss(pred, targets, grid, strides, self.num_classes, cls_weight=cls_weight)
     def predict(self, pred) -> list: return postprocess(pred, self.conf, self.nms_iou, self.max_det)
     def forward(self, x:Tensor, targets:list|None=None):
         pred, grid, st = self.raw(x)
@@ -400,7 +402,9 @@ class ModelEMA(nn.Module):
     def update(self, model:nn.Module):
         self.updates += 1
         d = self.current_decay()
-        for e, v in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point: e.mul_(d).add_(v.detach(), alpha=1 - d)
-            else: e.copy_(v)
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        fl = [(e, v) for e, v in pairs if e.dtype.is_floating_point]
+        torch._foreach_lerp_([e for e, _ in fl], [v for _, v in fl], 1 - d)   # e += (1 - d)(v - e), all tensors in one call
+        for e, v in pairs:
+            if not e.dtype.is_floating_point: e.copy_(v)               # counters (BN's num_batches_tracked)
     def forward(self, *args, **kw): return self.module(*args, **kw)
