@@ -47,7 +47,8 @@ def check_detection_config(c:RunConfig, flag=lambda k: k) -> RunConfig:
         if getattr(c, k) < 1: bad(k, f"must be >= 1, got {getattr(c, k)}")
     if not 0 < c.val_frac < 1: bad('val_frac', f"must be between 0 and 1, got {c.val_frac}")
     if c.lr is not None and not c.lr > 0: bad('lr', f"must be > 0, got {c.lr}")
-    if c.lr_schedule not in ('auto', 'cosine'): bad('lr_schedule', f"a detector trains with 'cosine' (or 'auto'), got {c.lr_schedule!r}")
+    if c.lr_schedule not in ('auto', 'cosine', 'exp'):
+        bad('lr_schedule', f"a detector trains with 'cosine' ('auto') or 'exp' (the paper's step decay), got {c.lr_schedule!r}; 'plateau' needs more epochs than a detection run has")
     if c.augment not in ('auto', 'on', 'off'): bad('augment', f"{c.augment!r} is not 'auto', 'on' or 'off'")
     return c
 

@@ -26,6 +26,14 @@ def test_run_from_python(tiny_run):
     assert json.loads((res.out / 'metrics.json').read_text())['test'] == res.test
     assert res.config.arch == 'compact' and res.best_val['epoch'] == 0 and len(res.history) == 1
 
+def test_regression_run_with_adam_and_step_decay(tmp_path):
+    "The paper's recipe options work for a regressor too: Adam, lr x lr_decay every lr_decay_every epochs, no plateau."
+    with contextlib.redirect_stdout(io.StringIO()):
+        res = run(RunConfig(epochs=3, out=str(tmp_path / 'a'), optimizer='adam', lr=1e-3, lr_schedule='exp', lr_decay=0.5, lr_decay_every=2, **TINY),
+                  progress=False)
+    assert [r['lr'] for r in res.history] == pytest.approx([1e-3, 1e-3, 5e-4])
+    assert type(res.learn.opt) is torch.optim.Adam and res.learn.sched is None
+
 def test_config_json_round_trip(tmp_path):
     c = RunConfig(data='scut', root='data/scut', protocol='3', model='mobilenet_v2', model_kwargs={'width_mult': 0.5},
                   loss='tukey', loss_param=[2.0, 1.0], lr=3e-4, fresh_lr_mult=10.0, cache='memory', epochs=3, out='runs/x')
