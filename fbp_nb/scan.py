@@ -511,7 +511,7 @@ class TritonScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, ck):
         u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
-        z = z.contiguous() if z is not None else None
+        z, D, delta_bias = (x.contiguous() if x is not None else None for x in (z, D, delta_bias))   # indexed as dense below
         b, d, l = u.shape
         n = A.shape[1]
         acc = torch.float64 if torch.float64 in (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype) else torch.float32
@@ -541,6 +541,7 @@ class TritonScanFn(torch.autograd.Function):
         b, d, l = u.shape
         n = A.shape[1]
         dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
+        dlast = dlast.contiguous() if dlast is not None else None      # e.g. h.sum() hands back an expanded (stride-0) tensor
         sizes = [A.numel(), B.numel(), C.numel(), d, d]
         flat = u.new_zeros(sum(sizes), dtype=acc)                    # one memset for every gradient that is summed into
         dA, dB, dC, dD, dbias = (x.view(s) for x, s in zip(flat.split(sizes), (A.shape, B.shape, C.shape, (d,), (d,))))
