@@ -4,23 +4,22 @@
 
 # %% ../nbs/90_cli.ipynb #ec370bc0
 from __future__ import annotations
-import argparse, errno, io, json, os, platform, sys, time
+import argparse, errno, io, json, os, platform, re, sys, time
 from pathlib import Path
 import numpy as np
 import torch
 import fbp_nb
-from .scan import has_mamba_ssm
+from .scan import has_mamba_ssm, scan_backends
 from .mamba import MambaLM, train_copy_task, copy_accuracy
 from .learner import resolve_device
 from .losses import LOSS_NAMES, LAWS
 from .models import list_models, model_info
-from .train import (RunConfig, DATASETS, DET_DATASETS, run, read_run, stored_config, evaluate as evaluate_run, predict_photos, metrics_line,
-                          print_metrics)
-# fbp_nb.detect (detectors) is imported where a detector is met: it loads torchvision's models, seconds `fbp info` need not wait
+from .train import (RunConfig, run, config_for, resumed_config, read_run, run_task, stored_config, evaluate_run, predict_run,
+                          list_tasks, get_task)
 
 # %% auto #0
-__all__ = ['info', 'demo', 'main', 'config_from_args', 'args_from_config', 'train', 'error_message', 'train_main', 'evaluate',
-           'eval_main', 'predict_main']
+__all__ = ['info', 'demo', 'main', 'train_parser', 'as_options', 'config_from_args', 'args_from_config', 'train', 'error_message',
+           'train_main', 'eval_parser', 'eval_command', 'eval_main', 'predict_parser', 'predict_main']
 
 # %% ../nbs/90_cli.ipynb #f32fa4c8
 def info() -> dict:
@@ -28,7 +27,8 @@ def info() -> dict:
     return {'fbp_nb': fbp_nb.__version__, 'python': platform.python_version(), 'torch': torch.__version__,
             'cuda': torch.version.cuda if torch.cuda.is_available() else None,
             'gpus': [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-            'threads': torch.get_num_threads(), 'mamba_ssm_kernel': has_mamba_ssm()}
+            'threads': torch.get_num_threads(), 'mamba_ssm_kernel': has_mamba_ssm(),
+            'scan_backend': ', '.join(f'{d}: {b}' for d, b in scan_backends().items())}   # what selective_scan(backend='auto') runs on each device
 
 def demo(steps:int=600, seed:int=0, device:str='auto', progress:bool=True) -> dict:
     "Main job: selective vs LTI Mamba on selective copying; returns {name: held-out accuracy}."
@@ -83,9 +83,11 @@ def main(argv:list[str]|None=None) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb #4c3c94e8
-_RUN_KEYS = ('data', 'root', 'protocol', 'val_frac', 'model', 'arch', 'augment', 'img_size', 'width_mult', 'batch_size',
-             'lr', 'seed', 'n_train', 'n_val', 'n_test', 'weights', 'loss', 'loss_param', 'loss_law', 'loss_units', 'monitor', 'stem', 'fresh_lr_mult', 'lr_schedule', 'lr_decay', 'lr_decay_every', 'optimizer', 'wd', 'cls_weight', 'align', 'on_missing', 'model_kwargs')
-# fixed for a run: taken from the checkpoint on --resume
+def _d(k:str):
+    "The default of RunConfig field `k`: the one source of the command line's defaults (None: the task's, filled by `config_for`)."
+    return RunConfig.__dataclass_fields__[k].default
+
+def _datasets() -> tuple: return tuple(sorted({d for t in list_tasks() for d in get_task(t).datasets}))
 
 def _model_name(s):
     "--model: any model of the registry: a regression model (`list_models(task='regression')`) or a detector (task='detection')."
@@ -114,78 +116,95 @@ def _pos_float(s):
     return v
 
 def _add_data_args(p, for_train:bool):
-    p.add_argument('--data', choices=DATASETS + DET_DATASETS, default='synth' if for_train else None,
+    p.add_argument('--data', choices=_datasets(), default=None,
                    help="regression: synth (embedded SynthFaces, no downloads), scut (SCUT-FBP5500), mebeauty, kdef (KDEF-PT); "
                         "detection: synth_fer (embedded SynthFER scenes), fer or yolo (any YOLO-format folder, --root)"
-                        + (" (default: synth; synth_fer for a detector)" if for_train else " (default: the checkpoint's)"))
+                        + (" (default: the task's: synth; synth_fer for a detector)" if for_train else " (default: the checkpoint's)"))
     p.add_argument('--root', help='data set folder (required for scut, mebeauty, kdef, fer, yolo)')
-    p.add_argument('--protocol', default='60-40' if for_train else None, help="scut: 60-40 or a cross-validation fold 1..5 (default: 60-40)")
-    p.add_argument('--val-frac', type=float, default=0.1 if for_train else None, help='fraction of the training split held out for validation (scut, kdef; default: 0.1)')
-    p.add_argument('--n-train', type=_pos_int, default=12000 if for_train else None, help='synth: training images (default: 12000; synth_fer: 2500 scenes)')
-    p.add_argument('--n-val', type=_pos_int, default=300 if for_train else None, help='synth: validation images (default: 300; synth_fer: 150)')
-    p.add_argument('--n-test', type=_pos_int, default=500 if for_train else None, help='synth: test images (default: 500; synth_fer: 300)')
+    p.add_argument('--protocol', default=_d('protocol') if for_train else None, help="scut: 60-40 or a cross-validation fold 1..5 (default: 60-40)")
+    p.add_argument('--val-frac', type=float, default=_d('val_frac') if for_train else None, help='fraction of the training split held out for validation (scut, kdef; default: 0.1)')
+    p.add_argument('--n-train', type=_pos_int, default=None, help="synthetic data: training images (default: the task's: 12000 faces; synth_fer: 2500 scenes)")
+    p.add_argument('--n-val', type=_pos_int, default=None, help="synthetic data: validation images (default: the task's: 300; synth_fer: 150)")
+    p.add_argument('--n-test', type=_pos_int, default=None, help="synthetic data: test images (default: the task's: 500; synth_fer: 300)")
     p.add_argument('--cache', choices=('none', 'memory'), default='none', help='keep decoded real images in memory (synth always is; also decodes every image before training)')
-    p.add_argument('--on-missing', choices=('error', 'skip'), default='error' if for_train else None,
+    p.add_argument('--on-missing', choices=('error', 'skip'), default=_d('on_missing') if for_train else None,
                    help="images listed by the data set's files but not on disk: error, or skip them (counted and reported)" + (" (default: error)" if for_train else " (default: the checkpoint's)"))
     p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N or mps (default: auto)')
-    p.add_argument('--batch-size', type=_pos_int, default=32 if for_train else None, help='batch size (default: 32; a detector: 16)')
+    p.add_argument('--batch-size', type=_pos_int, default=None, help="batch size (default: the task's: 32; a detector: 16)")
     p.add_argument('--workers', type=int, default=0, help='DataLoader worker processes (default: 0)')
 
-def _train_parser() -> argparse.ArgumentParser:
-    from fbp_nb.detect import DET_DEFAULTS
+def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='fbp_train', description='Train a facial-beauty regressor (Mamba-CNN by default) or an expression detector '
                                 '(--model yolox_nano: the task follows the model) and score the held-out test split. '
                                 'With no arguments: Mamba-CNN D on the embedded synthetic faces, under 3 min on a 2-core CPU. '
-                                f"A detector's options you do not give take the detection defaults ({', '.join(f'{k}={v}' for k, v in DET_DEFAULTS.items())}).")
+                                "Options you do not give take the defaults of the model's task (fbp_nb.train.config_for): "
+                                + '; '.join(f"the {t} defaults {', '.join(f'{k}={v}' for k, v in get_task(t).defaults.items())}" for t in ('regression', 'detection')))
     _add_data_args(p, True)
     p.add_argument('--model', type=_model_name, default='mamba_cnn_D', metavar='MODEL',
                    help="any name of list_models(): a regressor (mamba_cnn_A..D, mobilenet_v2, resnext50, inception_v3, two_branch_increx, ...) "
                         "or a detector (task='detection': yolox_nano, yolox_tiny, yolox_s, yolox_mnv2, fer_yolo_mamba, fer_yolo_mamba_nano) (default: mamba_cnn_D)")
-    p.add_argument('--arch', choices=('auto', 'full', 'compact'), default='auto',
+    p.add_argument('--arch', choices=('auto', 'full', 'compact'), default=_d('arch'),
                    help="Mamba-CNN stages: full (MobileNetV2's, stride 32, the paper's) or compact (7 blocks, stride 16); auto: compact on synth, full on real data")
-    p.add_argument('--augment', choices=('auto', 'on', 'off'), default='auto',
+    p.add_argument('--augment', choices=('auto', 'on', 'off'), default=_d('augment'),
                    help="train-time augmentation (crop, flip, jitter, rotation); auto: off on synth (centred faces, position matters), on for real data")
     p.add_argument('--stem', choices=('auto', 'paper', 'mbv2'), default='auto',
                    help="Mamba-CNN stem: paper (7x7 conv + max-pool) or mbv2 (MobileNetV2's 3x3 conv); auto: mbv2 with an ImageNet MobileNetV2 --weights file, else paper")
-    p.add_argument('--fresh-lr-mult', type=_pos_float, default=1.0,
+    p.add_argument('--fresh-lr-mult', type=_pos_float, default=_d('fresh_lr_mult'),
                    help='with --weights: learning rate of the tensors not in the file (head, pyramid, gates) = --lr times this (default: 1)')
     p.add_argument('--width-mult', type=_pos_float, default=1.0, help='channel multiplier (default: 1.0)')
     p.add_argument('--model-kwargs', type=_json_kwargs, default=None, metavar='JSON',
                    help="""more keyword arguments of the model's builder, as JSON, e.g. '{"dropout": 0.2}' (Mamba-CNN) or '{"frm": false, "directions": 4}' (fer_yolo_mamba)""")
-    p.add_argument('--align', choices=('none', 'landmarks', 'detector'), default='none',
+    p.add_argument('--align', choices=('none', 'landmarks', 'detector'), default=_d('align'),
                    help="face crop: none (the images as released), landmarks (SCUT-FBP5500: Dynamic ER-CNN crop from the landmark files) or "
                         "detector (OpenCV Haar aligner, the same crop without landmarks); stored in the run, fbp_eval/fbp_predict use it (default: none)")
-    p.add_argument('--img-size', type=int, default=64, help='network input side in pixels, >= 32 (default: 64; a detector: 192, a multiple of 32)')
-    p.add_argument('--epochs', type=_pos_int, default=5, help='epochs (total, also with --resume; default: 5; a detector: 6)')
-    p.add_argument('--lr', type=_pos_float, default=None, help='learning rate (default: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos; a detector: 2e-3)')
-    p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine', 'exp'), default='auto',
+    p.add_argument('--img-size', type=int, default=None, help="network input side in pixels, >= 32 (default: the task's: 64; a detector: 192, a multiple of 32)")
+    p.add_argument('--epochs', type=_pos_int, default=None, help="epochs (total, also with --resume; default: the task's: 5; a detector: 6; with --resume: the run's)")
+    p.add_argument('--lr', type=_pos_float, default=None, help="learning rate (default: the task's: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos; a detector: 2e-3)")
+    p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine', 'exp'), default=_d('lr_schedule'),
                    help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; '
                         'exp: times --lr-decay every --lr-decay-every epochs (FER-YOLO-Mamba); auto: cosine with --weights or on synth, else plateau (a detector: cosine)')
-    p.add_argument('--lr-decay', type=_pos_float, default=0.9, help='--lr-schedule exp: the factor (default: 0.9, the paper\'s)')
-    p.add_argument('--lr-decay-every', type=_pos_int, default=64, help='--lr-schedule exp: epochs between two decays (default: 64, the paper\'s)')
-    p.add_argument('--optimizer', choices=('adamw', 'adam'), default='adamw',
+    p.add_argument('--lr-decay', type=_pos_float, default=_d('lr_decay'), help='--lr-schedule exp: the factor (default: 0.9, the paper\'s)')
+    p.add_argument('--lr-decay-every', type=_pos_int, default=_d('lr_decay_every'), help='--lr-schedule exp: epochs between two decays (default: 64, the paper\'s)')
+    p.add_argument('--optimizer', choices=('adamw', 'adam'), default=_d('optimizer'),
                    help="adamw (decoupled weight decay) or adam (weight decay as an L2 term; FER-YOLO-Mamba's recipe: --optimizer adam --lr 1e-3 --lr-schedule exp) (default: adamw)")
-    p.add_argument('--wd', type=float, default=1e-5, help='weight decay, >= 0 (default: 1e-5; a detector: 5e-4)')
-    p.add_argument('--cls-weight', type=_pos_float, default=1.0,
-                   help=f"detectors: weight of the class term of the YOLOX loss (5 IoU + objectness + this x class; YOLOX's is 1; a detector's default: {DET_DEFAULTS['cls_weight']:g})")
-    p.add_argument('--loss', choices=LOSS_NAMES, default='mse', help='training loss (default: mse); the robust ones are dynamic by default (07_losses)')
+    p.add_argument('--wd', type=float, default=None, help="weight decay, >= 0 (default: the task's: 1e-5; a detector: 5e-4)")
+    p.add_argument('--cls-weight', type=_pos_float, default=None,
+                   help=f"detectors: weight of the class term of the YOLOX loss (5 IoU + objectness + this x class; YOLOX's is 1; the detection default: {get_task('detection').defaults['cls_weight']:g})")
+    p.add_argument('--loss', choices=LOSS_NAMES, default=_d('loss'), help='training loss (default: mse); the robust ones are dynamic by default (07_losses)')
     p.add_argument('--loss-param', type=_pos_float, nargs='+', metavar='P',
                    help='robust losses: one value = fixed parameter; two values P_MAX P_MIN = dynamic over the epochs '
                         '(default: dynamic 0.7 0.3 for paramsmoothl1/huber, 2 1 for tukey)')
-    p.add_argument('--loss-law', choices=tuple(LAWS), default='parabolic', help='schedule of a dynamic parameter (default: parabolic)')
-    p.add_argument('--loss-units', choices=('score', 'target'), default='score',
+    p.add_argument('--loss-law', choices=tuple(LAWS), default=_d('loss_law'), help='schedule of a dynamic parameter (default: parabolic)')
+    p.add_argument('--loss-units', choices=('score', 'target'), default=_d('loss_units'),
                    help="units of the loss parameter: score (the data set's score units, as in the paper) or target (min-max scaled 0-1 targets)")
-    p.add_argument('--monitor', choices=('auto', 'val_loss', 'val_MAE', 'val_RMSE'), default='auto',
+    p.add_argument('--monitor', choices=('auto', 'val_loss', 'val_MAE', 'val_RMSE'), default=_d('monitor'),
                    help='validation value for model selection, LR plateau and early stopping; auto: val_loss, or val_RMSE when the loss is dynamic')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
+    p.add_argument('--seed', type=int, default=_d('seed'), help='random seed (default: 0)')
     p.add_argument('--out', help='output folder (default: runs/<data>_<model>_<timestamp>)')
-    p.add_argument('--resume', metavar='CKPT', help="continue an interrupted run from its last.pt (its options are reused)")
+    p.add_argument('--overwrite', action='store_true', help='replace the run already in --out (finished or interrupted); without it such a folder is refused')
+    p.add_argument('--resume', metavar='CKPT', help="continue an interrupted run from its last.pt (its options are reused; an option you give must agree with the run)")
     p.add_argument('--weights', metavar='PATH', help='initialise the model from a state-dict file (mobilenet_v2 + ImageNet file: BatchNorm frozen)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar; print one line per epoch instead')
     return p
 
-def config_from_args(a:argparse.Namespace) -> RunConfig:
-    "The `RunConfig` of parsed `fbp_train` options (`--width-mult`, `--stem` -> model_kwargs; `--cache none` -> None)."
+_RUN_ARGS = ('resume', 'overwrite')   # arguments of `run` that are options of fbp_train too
+
+def as_options(msg:str) -> str:
+    "A message of the Python API in the command line's words: `img_size: ...` -> `--img-size: ...`, `data='scut'` -> `--data scut`, `overwrite=True` -> `--overwrite`."
+    names = set(RunConfig.__dataclass_fields__) | set(_RUN_ARGS)
+    flag = lambda k: '--' + k.replace('_', '-')
+    msg = re.sub(r"^(\w+)(?=[: ])", lambda m: flag(m[1]) if m[1] in names else m[0], str(msg))
+    def kv(m):
+        if m[1] not in names: return m[0]
+        if m[2] == 'True' and m[1] == 'overwrite': return flag(m[1])
+        return f"{flag(m[1])} {m[3] if m[3] is not None else m[2]}"
+    return re.sub(r"(?<![\w.-])(\w+)=('([^']*)'|[^\s,;()]+)", kv, msg)
+
+def _flagged(e:ValueError) -> ValueError: return ValueError(as_options(str(e)))
+
+def config_from_args(a:argparse.Namespace, given:set|None=None, # given: the options set explicitly (with --resume, only they change the run)
+                    ) -> RunConfig:
+    "The complete `RunConfig` of parsed `fbp_train` options (`config_for`), or with `--resume` the stored run's with the given options."
     if a.stem != 'auto' and not a.model.startswith('mamba_cnn'): raise ValueError(f"--stem applies to Mamba-CNN, not {a.model}")
     if a.width_mult != 1.0 and (a.model in ('resnext50', 'inception_v3', 'two_branch_increx') or _is_detector(a.model)):
         raise ValueError(f"--width-mult applies to Mamba-CNN and MobileNetV2, not {a.model}")
@@ -193,9 +212,14 @@ def config_from_args(a:argparse.Namespace) -> RunConfig:
     for k, opt, off in (('width_mult', '--width-mult', 1.0), ('stem', '--stem', 'auto')):
         if k in extra and getattr(a, k) != off: raise ValueError(f"--model-kwargs sets {k} and {opt} too: give it once")
     kw = {**extra, **({'width_mult': a.width_mult} if a.width_mult != 1.0 else {}), **({'stem': a.stem} if a.stem != 'auto' else {})}
-    c = RunConfig(**{k: getattr(a, k) for k in RunConfig.__dataclass_fields__ if hasattr(a, k) and k not in ('model_kwargs', 'cache', 'protocol')},
-                  protocol=str(a.protocol), cache=None if a.cache == 'none' else a.cache, model_kwargs=kw)
-    return c.validate(flag=lambda k: '--' + k.replace('_', '-'))
+    fields = {k: getattr(a, k) for k in RunConfig.__dataclass_fields__ if hasattr(a, k) and k not in ('model_kwargs', 'cache', 'protocol')}
+    fields.update(protocol=str(a.protocol), cache=None if a.cache == 'none' else a.cache, model_kwargs=kw)
+    try:
+        if getattr(a, 'resume', None):
+            given = {'model_kwargs' if k in ('width_mult', 'stem') else k for k in (given if given is not None else set(fields))}
+            return resumed_config(a.resume, **{k: v for k, v in fields.items() if k in given})
+        return config_for(**fields)
+    except ValueError as e: raise _flagged(e) from None
 
 def args_from_config(c:RunConfig) -> dict:
     "`fbp_train` option values (argparse destinations) of a `RunConfig`: the inverse of `config_from_args`."
@@ -207,39 +231,20 @@ def args_from_config(c:RunConfig) -> dict:
 
 def _explicit(p:argparse.ArgumentParser, argv) -> set:
     "Destinations of the options actually given in `argv`."
-    q = _train_parser() if p.prog == 'fbp_train' else p
+    q = train_parser() if p.prog == 'fbp_train' else p
     for a in q._actions: a.default = argparse.SUPPRESS
     return set(vars(q.parse_args(argv)))
 
 # %% ../nbs/90_cli.ipynb #08afdf03
-def _resume_args(a, given:set):
-    "Replace the run-defining options of `a` by those stored in the `--resume` checkpoint; a conflicting one is an error."
-    stored = args_from_config(stored_config(read_run(a.resume, resume=True)['config']))
-    for k in _RUN_KEYS:
-        v = str(getattr(a, k)) if k == 'protocol' else getattr(a, k)
-        if k in given and v != stored[k]:
-            raise ValueError(f"--resume {a.resume}: the run was trained with --{k.replace('_', '-')} {stored[k]}, not {getattr(a, k)}")
-        setattr(a, k, stored[k])
-    if 'epochs' not in given: a.epochs = stored['epochs']
-    if a.out is None: a.out = str(Path(a.resume).parent)
-    return a
+# --resume: `config_from_args` takes the stored run and changes only the options given; `run` refuses one that defines another run
 
 # %% ../nbs/90_cli.ipynb #e31f4dfa
-def _detection_args(a, given:set):
-    "A new detection run: the options not given take the detection defaults (`DET_DEFAULTS`, as `detection_config` fills them)."
-    from fbp_nb.detect import DET_DEFAULTS
-    for k, v in DET_DEFAULTS.items():
-        if k not in given: setattr(a, k, v)
-    return a
-
 def train(a:argparse.Namespace, given:set=frozenset()) -> dict:
     "Run `fbp_train` with parsed options `a` (`given`: options set explicitly); returns the test metrics."
     resolve_device(a.device)                                  # a missing GPU fails here, before any work
-    if a.resume: a = _resume_args(a, given)
-    det = _is_detector(a.model)                               # the task follows the model
-    if det and not a.resume: a = _detection_args(a, given)
-    c = config_from_args(a)
-    return run(c, resume=a.resume, progress=not a.no_progress).test
+    c = config_from_args(a, given)
+    try: return run(c, resume=a.resume, progress=not a.no_progress, overwrite=a.overwrite).test
+    except ValueError as e: raise _flagged(e) from None
 
 # %% ../nbs/90_cli.ipynb #6812d582
 def _safe_streams():
@@ -289,17 +294,17 @@ def _run(prog:str, fn) -> int:
     except Exception as e:
         msg = error_message(e)
         if msg is None or os.environ.get('FBP_DEBUG'): raise
-        print(f'{prog}: error: {_printable(msg)}', file=sys.stderr); return 2
+        print(f'{prog}: error: {_printable(as_options(msg))}', file=sys.stderr); return 2
 
 def train_main(argv:list[str]|None=None) -> int:
     "Console entry point of `fbp_train` (also `fbp train`)."
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = _train_parser()
+    p = train_parser()
     a = p.parse_args(argv)
     return _run('fbp_train', lambda: train(a, _explicit(p, argv)))
 
 # %% ../nbs/90_cli.ipynb #3d95aa5b
-def _eval_parser() -> argparse.ArgumentParser:
+def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='fbp_eval', description="Score a fbp_train checkpoint on a data split: PC, MAE, RMSE (+ per group) for a "
                                 "regressor; per-class P/R/F1 and AP, mAP@0.5 (VOC all-point) and COCO mAP for a detector. "
                                 "Data options default to the checkpoint's.")
@@ -309,45 +314,35 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument('--model', type=_model_name, metavar='MODEL', help='expected architecture: a checkpoint of another one is an error')
     return p
 
-def _evaluate_detector(a:argparse.Namespace, cfg:dict) -> dict:
-    "`fbp_eval` on a detection checkpoint: the per-class table, mAP@0.5 (VOC all-point), COCO mAP; last line `mAP50=<x> mAP=<x>`."
-    from fbp_nb.detect import evaluate_detector
-    for flag, v in (('--protocol', a.protocol), ('--on-missing', a.on_missing), ('--cache', None if a.cache == 'none' else a.cache)):
-        if v is not None: raise ValueError(f"{flag} applies to regression checkpoints; {a.ckpt} is a detector")
-    name = cfg['model']['name']
-    if a.model is not None and a.model != name: raise ValueError(f"{a.ckpt}: checkpoint of {name}, not --model {a.model}")
-    changes = {k: getattr(a, k) for k in ('data', 'n_train', 'n_val', 'n_test', 'val_frac') if getattr(a, k) is not None}
-    print(f"{a.ckpt}: detector {name} ({len(cfg['class_names'])} classes) trained on {cfg['data']}, scored on {changes.get('data', cfg['data'])} {a.split}")
-    return evaluate_detector(a.ckpt, a.split, root=a.root, device=a.device, batch_size=a.batch_size or cfg['run']['batch_size'], **changes)
-
-def evaluate(a:argparse.Namespace) -> dict:
-    "Run `fbp_eval` with parsed options `a`; returns the metrics."
+def eval_command(a:argparse.Namespace) -> dict:
+    "Run `fbp_eval` with parsed options `a`: the task of the checkpoint scores it (`evaluate_run`) and prints its table; returns the metrics."
     resolve_device(a.device)
     cfg = read_run(a.ckpt)['config']
-    if cfg.get('task') == 'detection': return _evaluate_detector(a, cfg)   # the task follows the checkpoint
-    if a.data in DET_DATASETS: raise ValueError(f"--data {a.data} is detection data; {a.ckpt} is a regression checkpoint")
-    changes = {k: getattr(a, k) for k in ('data', 'protocol', 'val_frac', 'n_train', 'n_val', 'n_test', 'on_missing') if getattr(a, k) is not None}
-    if 'protocol' in changes: changes['protocol'] = str(changes['protocol'])
-    m, table = evaluate_run(a.ckpt, a.split, device=a.device, workers=a.workers, model=a.model, batch_size=a.batch_size, root=a.root,
-                            cache=None if a.cache == 'none' else a.cache, **changes)
-    c = stored_config(cfg)
-    print(f"{a.ckpt}: {c.model} trained on {cfg['data']}" + (f" (--align {c.align})" if c.align != 'none' else '')
-          + f", scored on {changes.get('data', cfg['data'])} {a.split} with the same crop")
-    if 'mapped_from' in m:
-        (lo, hi), data = m['mapped_from'], changes.get('data', cfg['data'])
+    c, task = stored_config(cfg), run_task(cfg)
+    if a.model is not None and a.model not in (c.model, cfg['model']['name']): raise ValueError(f"{a.ckpt}: checkpoint of {c.model}, not --model {a.model}")
+    opts = {k: getattr(a, k) for k in ('data', 'protocol', 'val_frac', 'n_train', 'n_val', 'n_test', 'on_missing', 'root', 'batch_size') if getattr(a, k) is not None}
+    if a.cache != 'none': opts['cache'] = a.cache
+    if 'protocol' in opts: opts['protocol'] = str(opts['protocol'])
+    try: s = evaluate_run(a.ckpt, a.split, device=a.device, workers=a.workers, **opts)
+    except ValueError as e: raise _flagged(e) from None
+    data = opts.get('data', cfg['data'])
+    print(f"{a.ckpt}: {task.name} run of {c.model} trained on {cfg['data']}" + (f" (--align {c.align})" if c.align != 'none' else '')
+          + f", scored on {data} {a.split}" + (" with the same crop" if task.name == 'regression' else ''))
+    if 'mapped_from' in s.metrics:
+        lo, hi = s.metrics['mapped_from']
         print(f"note: the model predicts on the {lo:g}-{hi:g} scale of {cfg['data']}; its predictions were mapped linearly onto the "
               f"score scale of {data} before PC/MAE/RMSE")
-    print_metrics(a.split, m, table)
-    print(metrics_line(m), flush=True)
-    return m
+    print(task.report(a.split, s))
+    print(task.line(s.metrics), flush=True)
+    return s.metrics
 
 def eval_main(argv:list[str]|None=None) -> int:
     "Console entry point of `fbp_eval` (also `fbp eval`)."
-    a = _eval_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return _run('fbp_eval', lambda: evaluate(a))
+    a = eval_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return _run('fbp_eval', lambda: eval_command(a))
 
 # %% ../nbs/90_cli.ipynb #9ce0b0ef
-def _predict_parser() -> argparse.ArgumentParser:
+def predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='fbp_predict', description='Score face photos on the 1-5 beauty scale with a fbp_train checkpoint; with a '
                                 'detector checkpoint: one line per box (path, class, score, x1,y1,x2,y2 in the picture\'s pixels) and the pictures '
                                 'drawn with boxes, class names and confidences.')
@@ -372,13 +367,13 @@ def _unit_float(s):
 
 def _predict_boxes(a:argparse.Namespace):
     "`fbp_predict` with a detector: one `box_line` per box on stdout; the drawn pictures in --out (a note on stderr)."
-    from fbp_nb.detect import predict_boxes, box_line
+    from fbp_nb.detect import box_line   # how a box is printed
     for flag, v in (('--align', a.align), ('--no-align', a.no_align or None), ('--cam', a.cam)):
         if v is not None: raise ValueError(f"{flag} applies to beauty checkpoints; {a.ckpt} is a detector")
     ck = Path(a.ckpt)
     out = Path(a.out) if a.out is not None else (ck if ck.is_dir() else ck.parent)/'predictions'
     files = []
-    rows = predict_boxes(a.ckpt, a.images, out, 0.25 if a.conf is None else a.conf, a.device, files=files)
+    rows = predict_run(a.ckpt, a.images, out_dir=out, conf=0.25 if a.conf is None else a.conf, device=a.device, files=files)
     for r in rows: print(box_line(r))
     empty = [p for p in a.images if not any(r[0] == str(Path(p)) for r in rows)]
     if empty: print(f"note: no box with score >= {0.25 if a.conf is None else a.conf} in {len(empty)} picture(s): {', '.join(map(str, empty))}", file=sys.stderr)
@@ -386,15 +381,16 @@ def _predict_boxes(a:argparse.Namespace):
 
 def predict_main(argv:list[str]|None=None) -> int:
     "Console entry point of `fbp_predict` (also `fbp predict`)."
-    a = _predict_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    a = predict_parser().parse_args(sys.argv[1:] if argv is None else argv)
     def go():
         resolve_device(a.device)
-        if read_run(a.ckpt)['config'].get('task') == 'detection': return _predict_boxes(a)   # the task follows the checkpoint
+        cfg = read_run(a.ckpt)['config']
+        if run_task(cfg).name == 'detection': return _predict_boxes(a)   # the task follows the checkpoint
         for flag, v in (('--out', a.out), ('--conf', a.conf)):
             if v is not None: raise ValueError(f"{flag} applies to detector checkpoints; {a.ckpt} scores beauty")
         if a.no_align and a.align not in (None, 'none'): raise ValueError(f"--no-align contradicts --align {a.align}")
-        res = predict_photos(a.ckpt, a.images, 'none' if a.no_align else a.align, a.device)
-        lo, hi = read_run(a.ckpt)['config']['scale']
+        res = predict_run(a.ckpt, a.images, align='none' if a.no_align else a.align, device=a.device)
+        lo, hi = cfg['scale']
         extra = (lo, hi) != (1., 5.)
         for p, s15, raw in res: print(f"{p}\t{s15:.3f}" + (f"\t({raw:.3f} on {lo:g}-{hi:g})" if extra else ''))
         if a.cam is not None:

@@ -16,8 +16,9 @@ from .data import load_image as _read_image, image_size as _header_size, read_te
 # %% auto #0
 __all__ = ['EMOTIONS', 'IMG_EXTS', 'RAF_LABELS', 'DetectionDataError', 'letterbox', 'unletterbox_boxes', 'to_tensor01',
            'DetectionDataset', 'parse_yolo_labels', 'YOLODetection', 'show_detection', 'parse_box_line',
-           'read_box_lines', 'FERYoloMambaDetection', 'RAFDBDetection', 'SFEWDetection', 'detection_collate',
-           'xyxy2cxcywh', 'cxcywh2xyxy', 'pad_targets', 'unpad_targets', 'detection_collate_padded']
+           'read_box_lines', 'FERYoloMambaDetection', 'RAFDBDetection', 'SFEWDetection', 'DetAugment',
+           'detection_collate', 'xyxy2cxcywh', 'cxcywh2xyxy', 'pad_targets', 'unpad_targets',
+           'detection_collate_padded']
 
 # %% ../nbs/03b_detection_data.ipynb #4b051899
 EMOTIONS = ('angry', 'disgust', 'fear', 'happy', 'neutral', 'sad', 'surprise')  # class index -> name, library-wide
@@ -396,6 +397,25 @@ class SFEWDetection(DetectionDataset):
             boxes.append(b); labels.append(l)
         probs.warn(f"SFEWDetection({base})")
         super().__init__(files, boxes, labels, EMOTIONS, img_size, transform, dict(skipped=len(probs.msgs)), probs.msgs)
+
+# %% ../nbs/03b_detection_data.ipynb #44639bc4
+class DetAugment:
+    "Box-aware training augmentation on letterboxed samples: flip, scale/translate, HSV-like colour jitter; boxes follow (tv_tensors)."
+    def __init__(self, flip:float=0.5,            # probability of a horizontal flip
+                 scale=(0.6, 1.4),                # random zoom range
+                 translate:float=0.1,             # random shift, fraction of the side
+                 hsv=(0.015, 0.5, 0.3),           # hue, saturation, value (brightness) jitter
+                 min_size:float=4.):              # drop boxes smaller than this (pixels) after the transform
+        from torchvision.transforms import v2   # here: `import fbp_nb.det_data` stays light
+        self.t = v2.Compose([v2.RandomHorizontalFlip(flip),
+                             v2.RandomAffine(degrees=0, translate=(translate, translate), scale=scale, fill=114 / 255),
+                             v2.ColorJitter(brightness=hsv[2], saturation=hsv[1], hue=hsv[0]),
+                             v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=min_size)])
+    def __call__(self, img:Tensor, target:dict) -> tuple:
+        from torchvision import tv_tensors
+        boxes = tv_tensors.BoundingBoxes(torch.as_tensor(target['boxes'], dtype=torch.float32).reshape(-1, 4), format='XYXY', canvas_size=tuple(img.shape[-2:]))
+        out_img, out = self.t(tv_tensors.Image(img), {'boxes': boxes, 'labels': torch.as_tensor(target['labels']).reshape(-1)})
+        return out_img.as_subclass(Tensor).clamp(0, 1), {'boxes': out['boxes'].as_subclass(Tensor), 'labels': out['labels']}
 
 # %% ../nbs/03b_detection_data.ipynb #5bc3e8da
 def detection_collate(batch):

@@ -13,8 +13,9 @@ from torch import nn
 from .learner import Callback
 from .metrics import regression_metrics
 from .models.backbones import (torchvision_state_dict, resnext50_regressor, InceptionV3Regressor, inception_v3_regressor,
-                                     TwoBranchIncRex, _resize)
-from .train import RunConfig, run, read_run, scorer, stored_config, run_splits, load_splits, eval_transform, _NOT_RUN_KEYS
+                                     TwoBranchIncRex, resize_images)
+from .train import RunConfig, run, read_run, stored_config, config_for, differing_fields
+from .beauty import scorer, run_splits, load_splits, eval_transform
 
 # %% auto #0
 __all__ = ['DYNAMIC_ER_CNN', 'AuxLoss', 'AveragingEnsemble', 'member_split', 'ensemble_from_runs', 'member_configs',
@@ -85,7 +86,7 @@ class AveragingEnsemble(nn.Module):
                        ) -> torch.Tensor:     # (b, m) predictions on the score scale
         cols = []
         for m, (lo, hi), s in zip(self.members, self.ranges, self.img_sizes):
-            p = m(x if s is None else _resize(x, s)).reshape(len(x))   # (b,) on the member's [0, 1] training scale
+            p = m(x if s is None else resize_images(x, s)).reshape(len(x))   # (b,) on the member's [0, 1] training scale
             cols.append(lo + (hi - lo) * p)                             # decoded as the member's TargetScaler does
         return torch.stack(cols, 1)
 
@@ -180,16 +181,13 @@ def ensemble_from_runs(runs:list, # fbp_train run folders or model.pt files (>= 
     return df, metrics
 
 # %% ../nbs/08_ensembles.ipynb #67bfa54a
-_NOT_COMPARED = ('device', 'workers', 'cache', 'out')   # may differ between a finished run and the config asked for now
-
 def _finished(label:str, out:Path, cfg:RunConfig) -> bool:
     "True when `out` holds a finished run; one trained with another config is an error."
     f = out/'metrics.json'
     if not f.is_file(): return False
-    stored, want = stored_config(json.loads(f.read_text())['config']).resolved(), cfg.resolved()
-    for k in RunConfig.__dataclass_fields__:
-        if k not in _NOT_COMPARED and getattr(stored, k) != getattr(want, k):
-            raise ValueError(f"{label}: {out} holds a finished run trained with {k}={getattr(stored, k)!r}, not {getattr(want, k)!r}: "
+    stored, want = config_for(stored_config(json.loads(f.read_text())['config'])), config_for(cfg)
+    for k in differing_fields(stored, want) + (['epochs'] if stored.epochs != want.epochs else []):
+        raise ValueError(f"{label}: {out} holds a finished run trained with {k}={getattr(stored, k)!r}, not {getattr(want, k)!r}: "
                              f"delete that folder or choose another out_dir")
     return True
 
@@ -289,7 +287,7 @@ def kfold(base:RunConfig, # the run of every fold (data scut or synth, root, mod
     if not folds or len(set(folds)) != len(folds) or not all(isinstance(k, int) and 1 <= k <= 5 for k in folds):
         raise ValueError(f"kfold: folds must be distinct fold numbers 1..5, got {folds!r}")
     if a.protocol != '60-40' or a.out is not None: raise ValueError(f"kfold: leave base.protocol and base.out unset: kfold sets them per fold")
-    a.validate()
+    a = config_for(a)                                     # the task's defaults for what base leaves open
     if a.data not in ('scut', 'synth'): raise ValueError(f"kfold: data {a.data!r} has no cross-validation folds (scut has 5; synth, where run makes them)")
     if a.data == 'scut':                                  # every fold's files first: nothing trains if one is missing
         if a.root is None: raise ValueError("kfold: root is required for data 'scut'")

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+from .models import IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
 __all__ = ['METHODS', 'GRADIENT_FREE', 'cam_class', 'ScoreTarget', 'tokens_to_grid', 'default_layer', 'resolve_layer',
-           'kept_state', 'cam', 'denormalize', 'overlay', 'plot_cams', 'rank_corr', 'reinit_copy', 'randomization_test',
-           'synth_face_masks', 'energy_share', 'cam_browser', 'load_model', 'write_overlays']
+           'kept_state', 'cam', 'images_to_rgb', 'overlay', 'plot_cams', 'rank_corr', 'reinit_copy',
+           'randomization_test', 'synth_face_masks', 'energy_share', 'cam_browser', 'write_overlays']
 
 # %% ../nbs/13_interpret.ipynb #314988cd
 # method name -> pytorch-grad-cam class name (all take (model, target_layers, reshape_transform))
@@ -216,7 +217,7 @@ def cam(model:nn.Module, # a regressor: (b, 3, h, w) -> (b, 1) (or (b, k): pick 
     return m
 
 # %% ../nbs/13_interpret.ipynb #b436d20d
-def denormalize(x:torch.Tensor, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> np.ndarray:
+def images_to_rgb(x:torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     "(b, 3, h, w) normalised tensors -> (b, h, w, 3) float32 RGB in [0, 1] for display."
     x = x.detach().cpu().float()
     if x.ndim == 3: x = x[None]
@@ -234,7 +235,7 @@ def overlay(rgb:np.ndarray, # (h, w, 3) float in [0, 1]
     return show_cam_on_image(np.asarray(rgb, np.float32), np.clip(heat, 0, 1), use_rgb=True, image_weight=image_weight)
 
 # %% ../nbs/13_interpret.ipynb #f1d8531d
-def plot_cams(rgb:np.ndarray, # (n, h, w, 3) photos in [0, 1] (`denormalize`)
+def plot_cams(rgb:np.ndarray, # (n, h, w, 3) photos in [0, 1] (`images_to_rgb`)
               maps:dict, # {column title: (n, h, w) maps}
               titles:list|None=None, # one row label per photo
               image_weight:float=0.5, size:float=1.3, # overlay blend; inches per panel
@@ -295,7 +296,7 @@ def synth_face_masks(ds, # a `fbp_nb.synth.SynthFaces`
                     ) -> torch.Tensor: # (n, size, size) bool
     "The face region (inside the face outline, hair cap included) of SynthFaces images, drawn from their parameters."
     from PIL import Image, ImageDraw
-    from fbp_nb.synth import _contour
+    from fbp_nb.synth import face_contour
     S = size or ds.img_size
     idx = range(len(ds)) if idx is None else [int(i) for i in np.atleast_1d(idx)]
     k = 4                                               # supersampling, as the renderer does
@@ -305,7 +306,7 @@ def synth_face_masks(ds, # a `fbp_nb.synth.SynthFaces`
         cx, cy, h = ds.placement[i][:3]
         H = h * S * k
         img = Image.new('L', (S * k, S * k), 0)
-        ImageDraw.Draw(img).polygon([tuple(q) for q in _contour(p, cx * S * k, cy * S * k, H / p['ratio'], H, 96, grow)], fill=255)
+        ImageDraw.Draw(img).polygon([tuple(q) for q in face_contour(p, cx * S * k, cy * S * k, H / p['ratio'], H, 96, grow)], fill=255)
         out.append(torch.from_numpy(np.asarray(img.resize((S, S), Image.BOX)) >= 128))
     return torch.stack(out) if out else torch.zeros(0, S, S, dtype=torch.bool)
 
@@ -323,13 +324,13 @@ def cam_browser(models:dict, # {name: model}
                 images:torch.Tensor, # (n, 3, h, w) normalised inputs
                 methods=('gradcam', 'gradcam++', 'layercam', 'eigencam'), # names of `METHODS`
                 labels:list|None=None, # one caption per image (e.g. its true score)
-                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+                mean=IMAGENET_MEAN, std=IMAGENET_STD):
     "An ipywidgets browser: pick a face, a model and a method; shows the map and the predicted output. Needs ipywidgets."
     try: import ipywidgets as W
     except ImportError as e: raise ImportError(f"cam_browser needs ipywidgets ({e}): pip install 'fbp_nb[course]'") from None
     import matplotlib.pyplot as plt
     for m in methods: cam_class(m)
-    rgb = denormalize(images, mean, std)
+    rgb = images_to_rgb(images, mean, std)
     face = W.IntSlider(0, 0, len(images) - 1, description='face')
     model = W.Dropdown(options=list(models), description='model')
     method = W.Dropdown(options=list(methods), description='method')
@@ -350,14 +351,6 @@ def cam_browser(models:dict, # {name: model}
     return W.VBox([W.HBox([face, model, method]), out])
 
 # %% ../nbs/13_interpret.ipynb #46c6d8cf
-def load_model(ckpt) -> tuple:
-    "(model in eval mode on the CPU, the run's config dict) of a fbp_train checkpoint (model.pt, last.pt or its folder)."
-    from fbp_nb.train import read_run, _rebuild
-    ck = read_run(ckpt)
-    net = _rebuild(ck['config']['model'])
-    net.load_state_dict(ck['model'])
-    return net.eval(), ck['config']
-
 def write_overlays(ckpt_or_model, # a fbp_train checkpoint (model.pt / last.pt / run folder), or a model
                    image_paths:list, # photo files
                    out_dir, # folder for the PNG overlays (created)
@@ -372,7 +365,8 @@ def write_overlays(ckpt_or_model, # a fbp_train checkpoint (model.pt / last.pt /
     "`fbp_predict --cam`: each photo's crop as the model scores it, with its map on top, written to `out_dir/<stem>_<method>.png`."
     from PIL import Image
     from fbp_nb.learner import resolve_device
-    from fbp_nb.train import eval_transform, _prepare, photo_crop, stored_config, _CROPS
+    from fbp_nb.train import stored_config, load_run
+    from fbp_nb.beauty import eval_transform, prepare_photo, photo_crop, CROPS
     from fbp_nb.data import FaceAligner
     name, _ = cam_class(method)
     paths = [Path(p) for p in image_paths]
@@ -384,14 +378,15 @@ def write_overlays(ckpt_or_model, # a fbp_train checkpoint (model.pt / last.pt /
             from fbp_nb.models import model_info
             info = model_info(mc['name'])
         size = img_size or (info.input_size if info else 224)
-        mean, std = mean or (info.mean if info else (0.485, 0.456, 0.406)), std or (info.std if info else (0.229, 0.224, 0.225))
+        mean, std = mean or (info.mean if info else IMAGENET_MEAN), std or (info.std if info else IMAGENET_STD)
         crop = 'none' if align in (None, False, 'none') else 'detector' if align is True else align
-        if crop not in _CROPS: raise ValueError(f"write_overlays: align={align!r} is not none, landmarks or detector")
+        if crop not in CROPS: raise ValueError(f"write_overlays: align={align!r} is not none, landmarks or detector")
     else:
-        model, cfg = load_model(ckpt_or_model)
+        model, _, _ = load_run(ckpt_or_model)
+        cfg = model.run_info
         size, mean, std = cfg['img_size'], cfg['norm']['mean'], cfg['norm']['std']
         crop = photo_crop(cfg, align)                                          # the crop fbp_predict scores
-        if crop != stored_config(cfg).align: notes.append(f"crop: {_CROPS[crop]} -- NOT the crop the model was trained with ({stored_config(cfg).align})")
+        if crop != stored_config(cfg).align: notes.append(f"crop: {CROPS[crop]} -- NOT the crop the model was trained with ({stored_config(cfg).align})")
     for p in paths:
         if not p.is_file(): raise FileNotFoundError(f"write_overlays: image not found: {p}")
     if crop != 'none':
@@ -404,7 +399,7 @@ def write_overlays(ckpt_or_model, # a fbp_train checkpoint (model.pt / last.pt /
     try:
         model.to(dev)
         for p in paths:
-            img = _prepare(p, size, crop, notes).convert('RGB')
+            img = prepare_photo(p, size, crop, notes).convert('RGB')
             heat = cam(model, tf(img)[None], name, layer)[0]                       # (size, size) in [0, 1]
             D = max(display_size, size)
             rgb = np.asarray(img.resize((D, D), Image.BILINEAR), np.float32) / 255.

@@ -14,10 +14,11 @@ from fastcore.basics import patch
 from .metrics import fit_minmax, normalize, denormalize, regression_metrics
 
 # %% auto #0
-__all__ = ['EVENTS', 'OPTIMIZERS', 'resolve_device', 'gpu_cell', 'seed_everything', 'seed_worker', 'dataset_targets',
-           'TargetScaler', 'Callback', 'CancelFitException', 'DivergenceError', 'load_checkpoint', 'state_health',
-           'DivergenceCheck', 'Learner', 'EarlyStopping', 'ParamScheduler', 'CosineLR', 'ExpLR', 'ProgressCallback',
-           'HistoryCallback', 'CheckpointCallback', 'plot_history']
+__all__ = ['EVENTS', 'OPTIMIZERS', 'LOWER_IS_BETTER', 'resolve_device', 'gpu_cell', 'seed_everything', 'seed_worker',
+           'dataset_targets', 'TargetScaler', 'Callback', 'CancelFitException', 'DivergenceError', 'load_checkpoint',
+           'state_health', 'DivergenceCheck', 'monitor_mode', 'Learner', 'atomic_save', 'EarlyStopping',
+           'ParamScheduler', 'CosineLR', 'ExpLR', 'ProgressCallback', 'HistoryCallback', 'CheckpointCallback',
+           'ModelEMA', 'EMA', 'best_row', 'plot_history']
 
 # %% ../nbs/05_learner.ipynb #ea024965
 def _mps_ok() -> bool: return getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
@@ -203,6 +204,11 @@ class DivergenceCheck(Callback):
 
 # %% ../nbs/05_learner.ipynb #321f770f
 OPTIMIZERS = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam}
+LOWER_IS_BETTER = ('loss', 'MAE', 'RMSE', 'MSE', 'eps_error', 'error')   # logged names ending in one of these are minimised
+
+def monitor_mode(monitor:str) -> str:
+    "'min' for a loss or an error (`LOWER_IS_BETTER`: val_loss, val_MAE, val_RMSE, ...), 'max' for anything else (val_PC, val_mAP50, accuracy)."
+    return 'min' if str(monitor).endswith(LOWER_IS_BETTER) else 'max'
 
 class Learner:
     "Algorithm 1 of Mamba-CNN: AdamW (or Adam), grad-norm clipping, ReduceLROnPlateau, early stopping; pluggable loss/metrics; callbacks."
@@ -219,8 +225,9 @@ class Learner:
                  clip_grad:float|None=1.0, # max gradient norm; None: no clipping
                  lr_factor:float=0.5, lr_patience:int|None=10, # ReduceLROnPlateau on `monitor`; lr_patience=None: off
                  early_stop:int|None=20, # early-stopping patience (restores best weights); None: off
-                 monitor:str='val_loss', # logged value (lower is better) for plateau, early stopping and model selection;
-                                         # e.g. 'val_RMSE' when the loss changes over epochs (dynamic robust losses)
+                 monitor:str='val_loss', # logged value for plateau, early stopping and model selection;
+                                         # e.g. 'val_RMSE' when the loss changes over epochs (dynamic robust losses), 'val_mAP50' for a detector
+                 mode:str='auto', # 'min' or 'max': is a lower `monitor` better? 'auto': `monitor_mode(monitor)` (losses and errors min, the rest max)
                  callbacks:list=(), # extra `Callback`s
                  target_scaler='auto', # 'auto' (fit on train_ds for numeric targets), None, or a `TargetScaler`
                  decode_fn=None, # model output -> predictions for metrics/predict (e.g. detector NMS); default identity
@@ -251,7 +258,9 @@ class Learner:
         if target_scaler == 'auto': target_scaler = TargetScaler.fit(train_ds) if _is_scalar_target(train_ds[0][1]) else None
         self.target_scaler = target_scaler
         if not isinstance(monitor, str) or not monitor.startswith('val_'): raise ValueError(f"monitor must name a logged validation value such as 'val_loss' or 'val_RMSE', got {monitor!r}")
-        self.monitor = monitor
+        if mode not in ('auto', 'min', 'max'): raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor, self.mode = monitor, monitor_mode(monitor) if mode == 'auto' else mode
+        self.averaged = None   # a weight-averaging callback (`EMA`) puts its averaged copy here: validation, prediction and selection use it
         self._setup_model(model, lr, wd, lr_factor, lr_patience, ddp, param_groups, optimizer, foreach)   # device, DDP, optimiser, plateau scheduler, AMP scaler
         self.train_dl, self.val_dl = self._loader(train_ds, train=True), self._loader(val_ds)
         self._setup_callbacks(callbacks, early_stop, progress, max_weight)   # + EarlyStopping, ProgressCallback, DivergenceCheck; sorted by `order`
@@ -275,7 +284,7 @@ def _setup_model(self:Learner, model:nn.Module, lr:float, wd:float, lr_factor:fl
     if self.dist: self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index or 0] if cuda else None)
     groups = param_groups if param_groups is not None else [p for p in self.model.parameters() if p.requires_grad]
     self.opt = OPTIMIZERS[optimizer](groups, lr=lr, weight_decay=wd, foreach=foreach)
-    self.sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, mode='min', factor=lr_factor, patience=lr_patience)
+    self.sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, mode=self.mode, factor=lr_factor, patience=lr_patience)
                   if lr_patience is not None else None)
     self.grad_scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
 
@@ -284,7 +293,7 @@ def _setup_callbacks(self:Learner, callbacks, early_stop:int|None, progress:bool
     "The user's callbacks plus `EarlyStopping`, `ProgressCallback` and `DivergenceCheck` (unless given or switched off), sorted by `order`."
     cbs = list(callbacks)
     if max_weight is not None and not any(isinstance(c, DivergenceCheck) for c in cbs): cbs.append(DivergenceCheck(max_weight))
-    if early_stop is not None and not any(isinstance(c, EarlyStopping) for c in cbs): cbs.append(EarlyStopping(early_stop, monitor=self.monitor))
+    if early_stop is not None and not any(isinstance(c, EarlyStopping) for c in cbs): cbs.append(EarlyStopping(early_stop, monitor=self.monitor, mode=self.mode))
     if progress and not any(isinstance(c, ProgressCallback) for c in cbs): cbs.append(ProgressCallback())
     self.cbs = sorted(cbs, key=lambda c: c.order)
     for c in self.cbs: c.learn = self
@@ -301,6 +310,10 @@ def _loader(self:Learner, ds, train=False):
 
 @patch(as_prop=True)
 def raw_model(self:Learner) -> nn.Module: return self.model.module if self.dist else self.model
+@patch(as_prop=True)
+def eval_model(self:Learner) -> nn.Module:
+    "The model that is validated, selected, saved and used by `predict`: the averaged copy when an `EMA` callback keeps one, else `raw_model`."
+    return self.averaged if self.averaged is not None else self.raw_model
 @patch(as_prop=True)
 def is_main(self:Learner) -> bool: return self.rank == 0
 @patch(as_prop=True)
@@ -359,7 +372,7 @@ def _train_batch(self:Learner):
 @torch.no_grad()
 def _evaluate(self:Learner, dl, what:str='val'):
     "(mean loss or None, decoded predictions on the original scale, original targets or None) over a loader."
-    model = self.raw_model
+    model = self.eval_model
     was_training = model.training
     model.eval()
     total, n, preds, ys = 0., 0, [], []
@@ -457,9 +470,10 @@ def fit(self:Learner, epochs:int, # total number of epochs (also when resuming: 
 
 # %% ../nbs/05_learner.ipynb #8543f843
 @patch
-def _arch(self:Learner) -> dict:
-    "Class name and parameter/buffer shapes of the raw model."
-    return dict(cls=type(self.raw_model).__name__, shapes={k: tuple(v.shape) for k, v in self.raw_model.state_dict().items()})
+def _arch(self:Learner, model:nn.Module|None=None) -> dict:
+    "Class name and parameter/buffer shapes of `model` (default: the raw model)."
+    m = self.raw_model if model is None else model
+    return dict(cls=type(m).__name__, shapes={k: tuple(v.shape) for k, v in m.state_dict().items()})
 
 @patch
 def _check_arch(self:Learner, sd:dict, arch:dict|None, path):
@@ -474,11 +488,13 @@ def _check_arch(self:Learner, sd:dict, arch:dict|None, path):
                          f"missing keys {missing[:5]}, unexpected keys {extra[:5]}, shape mismatches {shape[:5]}")
 
 @patch
-def save(self:Learner, path) -> Path:
-    "Save the model weights, the target scaler and the architecture summary (atomically)."
-    path = Path(path)
-    _atomic_save(dict(model=self.raw_model.state_dict(), arch=self._arch(),
-                      target_scaler=self.target_scaler.state_dict() if self.target_scaler else None), path)
+def save(self:Learner, path,
+         model:nn.Module|None=None, # the network to save (default: `eval_model`, the averaged copy when an `EMA` keeps one)
+         **extra) -> Path: # more entries of the file, e.g. the run's `config`
+    "Save the weights, the target scaler and the architecture summary (atomically) in one file."
+    path, m = Path(path), self.eval_model if model is None else model
+    atomic_save(dict(model=m.state_dict(), arch=self._arch(m), target_scaler=self.target_scaler.state_dict() if self.target_scaler else None,
+                     **extra), path)
     return path
 
 @patch
@@ -529,7 +545,7 @@ def _restore(self:Learner, ck:dict):
         if k in ck['callbacks']: c.load_state_dict(ck['callbacks'][k])
     _set_rng_state(ck['rng'], self.gen)   # last: nothing may draw random numbers between here and the first batch
 
-def _atomic_save(obj, path:Path):
+def atomic_save(obj, path:Path):
     "torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written file."
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(path.name + '.tmp')
@@ -538,11 +554,14 @@ def _atomic_save(obj, path:Path):
 
 # %% ../nbs/05_learner.ipynb #0f714854
 class EarlyStopping(Callback):
-    "Stop after `patience` epochs without improvement of `monitor`; restore the best weights at the end."
+    "Stop after `patience` epochs without improvement of `monitor`; restore the best weights (of `learn.eval_model`) at the end."
     order = 10
-    def __init__(self, patience:int=20, monitor:str='val_loss', mode:str='min', min_delta:float=0., restore_best:bool=True):
-        if mode not in ('min', 'max'): raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
-        self.patience, self.monitor, self.mode, self.min_delta, self.restore_best = patience, monitor, mode, min_delta, restore_best
+    def __init__(self, patience:int=20, monitor:str='val_loss',
+                 mode:str='auto', # 'min', 'max' or 'auto' (`monitor_mode(monitor)`: losses and errors min, the rest max)
+                 min_delta:float=0., restore_best:bool=True):
+        if mode not in ('auto', 'min', 'max'): raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.patience, self.monitor, self.min_delta, self.restore_best = patience, monitor, min_delta, restore_best
+        self.mode = monitor_mode(monitor) if mode == 'auto' else mode
         self.reset()
     def reset(self): self.best, self.best_epoch, self.wait, self.best_state = None, -1, 0, None
     def before_fit(self): self.reset()
@@ -552,12 +571,12 @@ class EarlyStopping(Callback):
         v = self.learn.log[self.monitor]
         if self._better(v):
             self.best, self.best_epoch, self.wait = v, self.learn.epoch, 0
-            self.best_state = {k: t.detach().cpu().clone() for k, t in self.learn.raw_model.state_dict().items()}
+            self.best_state = {k: t.detach().cpu().clone() for k, t in self.learn.eval_model.state_dict().items()}
         else:
             self.wait += 1
             if self.wait >= self.patience: self.learn.stop = True
     def after_fit(self):
-        if self.restore_best and self.best_state is not None: self.learn.raw_model.load_state_dict(self.best_state)
+        if self.restore_best and self.best_state is not None: self.learn.eval_model.load_state_dict(self.best_state)
     def state_dict(self): return dict(best=self.best, best_epoch=self.best_epoch, wait=self.wait, best_state=self.best_state)
     def load_state_dict(self, sd): self.best, self.best_epoch, self.wait, self.best_state = sd['best'], sd['best_epoch'], sd['wait'], sd['best_state']
 
@@ -672,17 +691,60 @@ class CheckpointCallback(Callback):
     order = 100
     def __init__(self, path): self.path = Path(path)
     def after_epoch(self):
-        if self.learn.is_main: _atomic_save(self.learn.checkpoint(), self.path)
+        if self.learn.is_main: atomic_save(self.learn.checkpoint(), self.path)
+
+# %% ../nbs/05_learner.ipynb #d2fbd995
+class ModelEMA(nn.Module):
+    "Exponential moving average of a model's weights (and BN statistics); decay ramps up as decay * (1 - exp(-updates / tau))."
+    def __init__(self, model:nn.Module, decay:float=0.9998, tau:float=2000.):
+        super().__init__()
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters(): p.requires_grad_(False)
+        self.decay, self.tau = decay, tau
+        self.register_buffer('updates', torch.zeros((), dtype=torch.long))
+    def current_decay(self) -> float: return self.decay * (1 - math.exp(-int(self.updates) / self.tau))
+    @torch.no_grad()
+    def update(self, model:nn.Module):
+        self.updates += 1
+        d = self.current_decay()
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        fl = [(e, v) for e, v in pairs if e.dtype.is_floating_point]
+        torch._foreach_lerp_([e for e, _ in fl], [v for _, v in fl], 1 - d)   # e += (1 - d)(v - e), all tensors in one call
+        for e, v in pairs:
+            if not e.dtype.is_floating_point: e.copy_(v)               # counters (BN's num_batches_tracked)
+    def forward(self, *args, **kw): return self.module(*args, **kw)
+
+class EMA(Callback):
+    "Keep a `ModelEMA` of the model, updated after every optimiser step; it becomes `learn.eval_model` (validated, selected, saved)."
+    order = 20
+    def __init__(self, decay:float=0.9998, tau:float=2000.): self.decay, self.tau, self.ema = decay, tau, None
+    def before_fit(self):
+        self.ema = ModelEMA(self.learn.raw_model, self.decay, self.tau)
+        self.learn.averaged = self.ema.module
+    def after_batch(self): self.ema.update(self.learn.raw_model)
+    def state_dict(self) -> dict: return {} if self.ema is None else dict(ema=self.ema.state_dict())
+    def load_state_dict(self, sd:dict):
+        if sd: self.ema.load_state_dict(sd['ema'])
 
 # %% ../nbs/05_learner.ipynb #5e69f62e
+def best_row(history:list, # one dict per epoch (`Learner.history`)
+             monitor:str='val_loss', mode:str='auto') -> dict:
+    "The epoch row with the best `monitor` (the first one on ties): lowest for mode 'min', highest for 'max' ('auto': `monitor_mode`)."
+    if not history: raise ValueError("best_row: the history is empty")
+    sign = 1 if (monitor_mode(monitor) if mode == 'auto' else mode) == 'min' else -1
+    return min(history, key=lambda r: sign * r[monitor])
+
 def plot_history(history, # list of epoch dicts, a `Learner`, or a path to a history .json
                  metrics=('val_PC', 'val_MAE', 'val_RMSE'), # logged metrics for the right panel (those present)
                  figsize=(8, 3),
-                 monitor:str|None=None, # the model-selection value (lower is better); default: the Learner's, else 'val_loss'
+                 monitor:str|None=None, # the model-selection value; default: the Learner's, else 'val_loss'
+                 mode:str='auto', # 'min', 'max' or 'auto' (`monitor_mode`)
                 ):
     "Learning curves: train/val loss (left) and validation metrics (right); marks the best epoch by `monitor`."
     import matplotlib.pyplot as plt
-    if isinstance(history, Learner): monitor, history = monitor or history.monitor, history.history
+    if isinstance(history, Learner):
+        if monitor is None and mode == 'auto': mode = history.mode
+        monitor, history = monitor or history.monitor, history.history
     elif isinstance(history, (str, Path)): history = json.loads(Path(history).read_text())
     if not history: raise ValueError("plot_history: the history is empty (train for at least one epoch)")
     ep = [r['epoch'] for r in history]
@@ -691,7 +753,7 @@ def plot_history(history, # list of epoch dicts, a `Learner`, or a path to a his
     ax = axs[0, 0]
     for k in ('train_loss', 'val_loss'): ax.plot(ep, [r[k] for r in history], marker='.', label=k)
     monitor = monitor or 'val_loss'
-    best = min(history, key=lambda r: r[monitor])['epoch']
+    best = best_row(history, monitor, mode)['epoch']
     ax.axvline(best, color='0.6', ls='--', lw=1, label=f'best epoch {best}' + ('' if monitor == 'val_loss' else f' ({monitor})'))
     ax.set(xlabel='epoch', ylabel='loss (scaled targets)', yscale='log'); ax.legend(fontsize=8)
     if mets:

@@ -12,7 +12,7 @@ from .det_data import EMOTIONS, DetectionDataset, detection_collate
 
 # %% auto #0
 __all__ = ['GROUPS', 'SPLITS', 'PHI', 'SHAPE', 'IDEAL', 'ASYM', 'WEIGHTS', 'LANDMARKS', 'EXPRESSIONS', 'sample_face',
-           'beauty_terms', 'true_score', 'face_geometry', 'draw_face', 'add_skin_texture', 'SynthFaces',
+           'beauty_terms', 'true_score', 'face_contour', 'face_layout', 'draw_face', 'add_skin_texture', 'SynthFaces',
            'faces_to_tensor', 'SynthFER']
 
 # %% ../nbs/03c_synth.ipynb #c6e95fb3
@@ -85,14 +85,14 @@ LANDMARKS = ('face_top', 'chin', 'face_left', 'face_right', 'jaw_left', 'jaw_rig
              'eye_left_out', 'eye_left_in', 'eye_right_in', 'eye_right_out', 'brow_left', 'brow_right', 'nose_tip',
              'mouth_left', 'mouth_right', 'mouth_top', 'mouth_bottom')  # 'left' = image left
 
-def _contour(p, cx, cy, W, H, n=48, grow=1.0):
+def face_contour(p, cx, cy, W, H, n=48, grow=1.0):
     "Superellipse outline (n, 2): exponent 2.2 in the upper half, `jaw` in the lower half (image y points down)."
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     c, s = np.cos(t), np.sin(t)
     e = np.where(s > 0, p['jaw'], 2.2)
     return np.stack([cx + grow * W / 2 * np.sign(c) * np.abs(c) ** (2 / e), cy + grow * H / 2 * np.sign(s) * np.abs(s) ** (2 / e)], 1)
 
-def face_geometry(p:dict, cx:float, cy:float, H:float) -> dict:
+def face_layout(p:dict, cx:float, cy:float, H:float) -> dict:
     "Landmarks (pixels) of face `p` centred at (cx, cy) with height H, plus sizes W, H, eye width `ew`."
     W = H / p['ratio']
     ye, ipd = cy - H / 2 + p['eye_y'] * H, p['ipd'] * W
@@ -126,18 +126,18 @@ def draw_face(d:ImageDraw.ImageDraw,   # where to draw (RGB)
               expr:str='neutral',       # one of EMOTIONS
               body:bool=True,           # draw shoulders and a long neck (portrait) or a short neck (scene)
               mask_value:int=255):
-    "Draw face `p` centred at (cx, cy) with height H; returns its `face_geometry`."
-    g = face_geometry(p, cx, cy, H); W, ew = g['W'], g['ew']
+    "Draw face `p` centred at (cx, cy) with height H; returns its `face_layout`."
+    g = face_layout(p, cx, cy, H); W, ew = g['W'], g['ew']
     skin, hair = _col(p['skin']), _col(p['hair'])
     if p['long_hair']:
         d.rounded_rectangle([cx - 0.62 * W, cy - 0.56 * H, cx + 0.62 * W, cy + (0.85 if body else 0.6) * H], radius=0.4 * W, fill=hair)
     if body: d.ellipse([cx - 0.95 * W, cy + 0.62 * H, cx + 0.95 * W, cy + 1.6 * H], fill=_col(p['hair'] * 0.3 + np.array([40, 60, 120])))
     d.rectangle([cx - 0.22 * W, cy + 0.2 * H, cx + 0.22 * W, cy + (0.75 if body else 0.62) * H], fill=_col(p['skin'] * 0.8))
-    poly = [tuple(q) for q in _contour(p, cx, cy, W, H)]
+    poly = [tuple(q) for q in face_contour(p, cx, cy, W, H)]
     d.polygon(poly, fill=skin)
     if m is not None: m.polygon(poly, fill=mask_value)
     yh = cy - H / 2 + p['hairline'] * H                        # hair cap: the grown outline above the hairline
-    cap = _contour(p, cx, cy, W, H, 64, 1.05)
+    cap = face_contour(p, cx, cy, W, H, 64, 1.05)
     cap = cap[cap[:, 1] < yh]
     if len(cap) > 2:
         cap = cap[np.argsort(np.arctan2(cap[:, 1] - cy, cap[:, 0] - cx))]
@@ -225,7 +225,7 @@ class SynthFaces(torch.utils.data.Dataset):
         self.names = [f"{split}_{g}{i + 1}" for i, g in enumerate(self.groups)]
         self.landmarks = np.zeros((n, len(LANDMARKS), 2), np.float32)
         for i in range(n):
-            g = face_geometry(self.params[i], *self._place(i, img_size))
+            g = face_layout(self.params[i], *self._place(i, img_size))
             self.landmarks[i] = np.stack([g[k] for k in LANDMARKS])
     def __len__(self): return self.n
     def _place(self, i, S):

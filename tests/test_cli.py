@@ -131,7 +131,7 @@ def test_train_bad_options(tmp_path):
     r = script('fbp_train', '--model', 'vgg16')
     assert r.returncode == 2 and "invalid choice: 'vgg16'" in r.stderr
     r = script('fbp_train', '--data', 'scut')
-    assert r.returncode == 2 and '--root is required for --data scut' in r.stderr, r.stderr
+    assert r.returncode == 2 and '--root: required for --data scut' in r.stderr, r.stderr
     r = script('fbp_train', '--data', 'scut', '--root', str(tmp_path / 'nowhere'))
     assert r.returncode == 2 and 'nowhere: folder not found' in r.stderr, r.stderr
 

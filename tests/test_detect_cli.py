@@ -66,23 +66,24 @@ def test_validate_accepts_detectors_and_refuses_mixed_tasks():
     assert RunConfig(model='yolox_nano', data='synth_fer', img_size=64).validate().model == 'yolox_nano'
     assert RunConfig(model='yolox_tiny', data='yolo', root='somewhere', img_size=128).validate().data == 'yolo'
     RunConfig().validate()                                                          # regression still valid
-    cases = [(dict(data='synth_fer'), "data: 'synth_fer' is detection data: it needs a detector as model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
-             (dict(data='fer', root='x'), "data: 'fer' is detection data"),
-             (dict(model='yolox_nano', data='scut'), "data: 'scut' is beauty (regression) data; the detector 'yolox_nano'"),
-             (dict(model='yolox_nano', data='synth'), "data: 'synth' is beauty (regression) data"),
+    cases = [(dict(data='synth_fer'), "data: 'synth_fer' is not a data set of the regression model 'mamba_cnn_D' (synth, scut, mebeauty, kdef); it is detection data, for a detection model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
+             (dict(data='fer', root='x'), "data: 'fer' is not a data set of the regression model"),
+             (dict(model='yolox_nano', data='scut'), "data: 'scut' is not a data set of the detection model 'yolox_nano' (synth_fer, fer, yolo); it is regression data, for a regression model"),
+             (dict(model='yolox_nano', data='synth'), "data: 'synth' is not a data set of the detection model"),
              (dict(model='yolox_nano', data='synth_fer', align='landmarks'), 'align: applies to regression runs'),
              (dict(model='yolox_nano', data='synth_fer', loss_param=[0.5]), 'loss_param: applies to regression runs'),
              (dict(model='yolox_nano', data='synth_fer', lr_schedule='plateau'), "lr_schedule: a detector trains with 'cosine'"),
              (dict(model='yolox_nano', data='synth_fer', img_size=100), 'img_size: a detector needs a multiple of 32'),
              (dict(model='yolox_nano', data='fer'), 'root: data'),
-             (dict(model='vgg16'), "model: 'vgg16' is not a regression model")]
+             (dict(model='vgg16'), "model: unknown model 'vgg16'")]
     for kw, msg in cases:
-        with pytest.raises(ValueError, match=re.escape(msg)): RunConfig(**kw).validate()
-    with pytest.raises(ValueError, match=re.escape('--data: ')): RunConfig(data='synth_fer').validate(flag=lambda k: '--' + k)
+        with pytest.raises(ValueError, match=re.escape(msg)): RunConfig(**kw)                # checked on construction
+    c = RunConfig(); c.data = 'synth_fer'
+    with pytest.raises(ValueError, match=re.escape('--data: ')): c.validate(flag=lambda k: '--' + k)
 
 def test_run_dispatches_a_detector(tmp_path, capsys):
-    from fbp_nb.detect import detection_config
-    cfg = detection_config(n_train=8, n_val=4, n_test=4, img_size=64, batch_size=4, epochs=1, device='cpu', out=str(tmp_path / 'r'))
+    from fbp_nb.train import config_for
+    cfg = config_for('yolox_nano', n_train=8, n_val=4, n_test=4, img_size=64, batch_size=4, epochs=1, device='cpu', out=str(tmp_path / 'r'))
     r = run(cfg.to_dict(), progress=False)                                          # a dict, as for regression
     assert set(r.test) >= {'mAP50', 'mAP50_coco', 'mAP'} and r.out == tmp_path / 'r'
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"mAP50={r.test['mAP50']:.3f} mAP={r.test['mAP']:.3f}"
@@ -96,23 +97,20 @@ def test_run_dispatches_a_detector(tmp_path, capsys):
 def test_train_last_line_and_run_folder(det_run):
     out, lines = det_run
     assert LAST.fullmatch(lines[-1]), lines[-1]
-    assert [l.split(':')[0] for l in lines[:2]] == ['epoch 0', 'epoch 1']                 # --no-progress: one line per epoch
+    assert lines[0].startswith('data checked in ') and [l.split(':')[0] for l in lines[1:3]] == ['epoch 0', 'epoch 1']   # --no-progress: one line per epoch
     assert {'model.pt', 'last.pt', 'config.json', 'metrics.json', 'history.json', 'history.csv'} <= {p.name for p in out.iterdir()}
     m = json.loads((out / 'metrics.json').read_text())
     assert lines[-1] == f"mAP50={m['test']['mAP50']:.3f} mAP={m['test']['mAP']:.3f}" and m['epochs_run'] == 2
     c = RunConfig.from_json(out / 'config.json')
     # what was given, and the detection defaults (DET_DEFAULTS) for the rest
     assert (c.model, c.data, c.img_size, c.n_train, c.n_val, c.n_test, c.batch_size, c.epochs) == ('yolox_nano', 'synth_fer', 64, 32, 8, 8, 8, 2)
-    assert (c.lr, c.wd, c.lr_schedule, c.augment, c.cls_weight) == (2e-3, 5e-4, 'cosine', 'auto', 8.0)
+    assert (c.lr, c.wd, c.lr_schedule, c.augment, c.cls_weight) == (2e-3, 5e-4, 'cosine', 'off', 8.0)
 
 def test_train_defaults_of_a_detector():
-    "No --data, --img-size, ... given: the detection defaults, as `detection_config` gives them."
-    from fbp_nb.cli import _train_parser, _explicit, _detection_args, config_from_args
-    from fbp_nb.detect import detection_config
-    p = _train_parser()
-    argv = ['--model', 'yolox_nano']
-    c = config_from_args(_detection_args(p.parse_args(argv), _explicit(p, argv)))
-    assert c == detection_config()
+    "No --data, --img-size, ... given: the detection defaults, as `config_for` gives them to the Python API."
+    from fbp_nb.cli import config_from_args, train_parser
+    from fbp_nb.train import config_for
+    assert config_from_args(train_parser().parse_args(['--model', 'yolox_nano'])) == config_for('yolox_nano') == config_for(RunConfig(model='yolox_nano'))
 
 def test_train_with_progress_bar(tmp_path):
     rc, out, err = call(train_main, [a for a in TINY if a != '--no-progress'] + ['--n-train', '8', '--epochs', '1', '--out', str(tmp_path / 'p')])
@@ -122,11 +120,11 @@ def test_train_with_progress_bar(tmp_path):
 def test_resume_equals_the_uninterrupted_run(det_run, tmp_path, monkeypatch):
     "A run that crashes after epoch 0 (last.pt written) and is continued with --resume ends as the straight run."
     out, lines = det_run
-    import fbp_nb.detect as D
-    class Crash(D.DetEpochPrinter):
+    import fbp_nb.train as T
+    class Crash(T.EpochPrinter):
         order = 200                                                                 # after last.pt
         def after_epoch(self): super().after_epoch(); raise RuntimeError('simulated crash')
-    monkeypatch.setattr(D, 'DetEpochPrinter', Crash)
+    monkeypatch.setattr(T, 'EpochPrinter', Crash)
     with pytest.raises(RuntimeError, match='simulated crash'): call(train_main, TINY + ['--epochs', '2', '--out', str(tmp_path / 'c')])
     monkeypatch.undo()
     assert (tmp_path / 'c' / 'last.pt').is_file() and not (tmp_path / 'c' / 'model.pt').exists()
@@ -143,14 +141,14 @@ def test_resume_equals_the_uninterrupted_run(det_run, tmp_path, monkeypatch):
 
 def test_resume_keeps_the_fields_no_option_sets(tmp_path):
     "A run started from Python with model_kwargs (no fbp_train option) is continued by fbp_train --resume with them."
-    from fbp_nb.detect import run_detection, detection_config
+    from fbp_nb.train import config_for
     from fbp_nb.learner import Callback, CancelFitException
     class Stop(Callback):
         order = 200
         def after_epoch(self): raise CancelFitException()
-    cfg = detection_config(n_train=8, n_val=4, n_test=4, img_size=64, batch_size=4, epochs=2, wd=1e-4, device='cpu',
+    cfg = config_for('yolox_nano', n_train=8, n_val=4, n_test=4, img_size=64, batch_size=4, epochs=2, wd=1e-4, device='cpu',
                            model_kwargs={'width': 0.125}, out=str(tmp_path / 'k'))
-    with contextlib.redirect_stdout(io.StringIO()): run_detection(cfg, progress=False, callbacks=[Stop()])
+    with contextlib.redirect_stdout(io.StringIO()): run(cfg, progress=False, callbacks=[Stop()])
     rc, o, e = call(train_main, ['--resume', str(tmp_path / 'k' / 'last.pt'), '--device', 'cpu', '--no-progress'])
     assert rc == 0, e
     assert json.loads((tmp_path / 'k' / 'metrics.json').read_text())['epochs_run'] == 2
@@ -158,7 +156,7 @@ def test_resume_keeps_the_fields_no_option_sets(tmp_path):
 
 def test_train_with_the_papers_recipe(tmp_path):
     "FER-YOLO-Mamba's recipe as options: Adam and the lr times --lr-decay every --lr-decay-every epochs; resume keeps them."
-    from fbp_nb.detect import run_detection, detection_config
+    from fbp_nb.train import config_for
     from fbp_nb.learner import Callback
     argv = TINY + ['--optimizer', 'adam', '--lr', '1e-3', '--lr-schedule', 'exp', '--lr-decay', '0.5', '--lr-decay-every', '1', '--wd', '0',
                    '--epochs', '3', '--out', str(tmp_path / 'a')]
@@ -169,13 +167,13 @@ def test_train_with_the_papers_recipe(tmp_path):
     h = json.loads((tmp_path / 'a' / 'history.json').read_text())
     assert [r['lr'] for r in h] == pytest.approx([1e-3, 5e-4, 2.5e-4])             # no warm-up, one decay per epoch
     rc, o, e = call(train_main, ['--resume', str(tmp_path / 'a' / 'last.pt'), '--optimizer', 'adamw'])
-    assert rc == 2 and 'trained with --optimizer adam, not adamw' in e, e
+    assert rc == 2 and "trained with --optimizer adam, not 'adamw'" in e, e
     seen = []
     class Spy(Callback):
         def before_fit(self): seen.append(type(self.learn.opt))
-    cfg = detection_config(n_train=8, n_val=4, n_test=4, img_size=64, batch_size=4, epochs=1, device='cpu', optimizer='adam',
+    cfg = config_for('yolox_nano', n_train=8, n_val=4, n_test=4, img_size=64, batch_size=4, epochs=1, device='cpu', optimizer='adam',
                            lr_schedule='exp', out=str(tmp_path / 'b'))
-    with contextlib.redirect_stdout(io.StringIO()): run_detection(cfg, progress=False, callbacks=[Spy()])
+    with contextlib.redirect_stdout(io.StringIO()): run(cfg, progress=False, callbacks=[Spy()])
     assert seen == [torch.optim.Adam]
 
 def test_train_on_a_yolo_folder(tmp_path):
@@ -202,8 +200,8 @@ def test_train_on_a_yolo_folder(tmp_path):
     assert rc == 2 and 'nowhere' in e, e
 
 def test_train_mixing_and_bad_options():
-    cases = [(['--data', 'synth_fer'], "--data: 'synth_fer' is detection data: it needs a detector as --model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
-             (['--model', 'yolox_nano', '--data', 'scut'], "--data: 'scut' is beauty (regression) data; the detector 'yolox_nano' (--model)"),
+    cases = [(['--data', 'synth_fer'], "--data: 'synth_fer' is not a data set of the regression model 'mamba_cnn_D' (synth, scut, mebeauty, kdef); it is detection data, for a detection model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
+             (['--model', 'yolox_nano', '--data', 'scut'], "--data: 'scut' is not a data set of the detection model 'yolox_nano'"),
              (['--model', 'yolox_nano', '--align', 'landmarks'], '--align: applies to regression runs'),
              (['--model', 'yolox_nano', '--loss', 'huber'], '--loss: applies to regression runs'),
              (['--model', 'yolox_nano', '--arch', 'full'], '--arch: applies to regression runs'),
@@ -212,8 +210,8 @@ def test_train_mixing_and_bad_options():
              (['--model', 'yolox_nano', '--img-size', '100'], '--img-size: a detector needs a multiple of 32'),
              (['--model', 'yolox_nano', '--lr-schedule', 'plateau'], "--lr-schedule: a detector trains with 'cosine'"),
              (['--model', 'yolox_nano', '--lr-schedule', 'exp', '--lr-decay', '2'], "--lr-decay: must be in (0, 1]"),
-             (['--model', 'yolox_nano', '--wd', '-1'], "--wd: must be >= 0"),
-             (['--cls-weight', '2'], "--cls-weight: applies to detectors; the regression model 'mamba_cnn_D'")]
+             (['--model', 'yolox_nano', '--wd', '-1'], "--wd: must be a finite number >= 0"),
+             (['--cls-weight', '2'], "--cls-weight: applies to detection runs; the regression model 'mamba_cnn_D'")]
     for argv, msg in cases:
         rc, out, err = call(train_main, argv)
         assert rc == 2 and err.startswith('fbp_train: error: ') and msg in err, (argv, err)
@@ -232,7 +230,7 @@ def test_eval_detection_checkpoint(det_run):
     assert r.returncode == 0, r.stderr
     ev = r.stdout.strip().splitlines()
     assert ev[-1] == lines[-1]                                                           # the test line of training
-    assert ev[0] == f"{out / 'model.pt'}: detector yolox_nano (7 classes) trained on synth_fer, scored on synth_fer test"
+    assert ev[0] == f"{out / 'model.pt'}: detection run of yolox_nano trained on synth_fer, scored on synth_fer test"
     assert ev[2].startswith('per class (test, P/R/F1 at score >= 0.5, IoU 0.5)')
     assert ev[3].split() == ['name', 'n_gt', 'n_pred', 'P', 'R', 'F1', 'AP50', 'AP']
     names = [l.split()[0] for l in ev[4:11]]
@@ -253,9 +251,9 @@ def test_eval_detection_checkpoint(det_run):
 def test_eval_detection_errors(det_run):
     out, _ = det_run
     cases = [(['--model', 'yolox_tiny'], 'checkpoint of yolox_nano, not --model yolox_tiny'),
-             (['--protocol', '1'], '--protocol applies to regression checkpoints'),
-             (['--on-missing', 'skip'], '--on-missing applies to regression checkpoints'),
-             (['--data', 'scut'], "data: 'scut' is not one of synth_fer, fer, yolo for a detector"),
+             (['--protocol', '1'], 'protocol does not apply to a detection run'),
+             (['--on-missing', 'skip'], 'on_missing does not apply to a detection run'),
+             (['--data', 'scut'], "data: 'scut' is not a data set of the detection model 'yolox_nano'"),
              (['--data', 'fer'], "root: data 'fer' needs the folder")]
     for argv, msg in cases:
         rc, o, e = call(eval_main, [str(out / 'model.pt')] + argv)
@@ -266,7 +264,7 @@ def test_regression_checkpoint_refuses_detection_options(tmp_path):
                                  '--epochs', '1', '--device', 'cpu', '--no-progress', '--out', str(tmp_path / 'reg')])
     assert rc == 0, e
     rc, o, e = call(eval_main, [str(tmp_path / 'reg' / 'model.pt'), '--data', 'synth_fer'])
-    assert rc == 2 and 'fbp_eval: error: --data synth_fer is detection data' in e, e
+    assert rc == 2 and "fbp_eval: error: --data: 'synth_fer' is not a data set of the regression model" in e, e
     SynthFER(n=1, img_size=64).load_image(0).save(tmp_path / 'x.png')
     for opt in (['--conf', '0.5'], ['--out', str(tmp_path / 'o')]):
         rc, o, e = call(predict_main, [str(tmp_path / 'reg' / 'model.pt'), str(tmp_path / 'x.png')] + opt)

@@ -11,7 +11,8 @@ import torch
 from fbp_nb.data import fake_scut_fbp5500, fake_mebeauty, rescale_scores, SCUT_6040
 from fbp_nb.learner import DivergenceError
 from fbp_nb.metrics import regression_metrics
-from fbp_nb.train import RunConfig, run, read_run, evaluate, predict_photos, scorer, load_splits, score_split, check_out
+from fbp_nb.train import RunConfig, run, read_run, check_out
+from fbp_nb.beauty import evaluate_regressor as evaluate, predict_photos, scorer, load_splits, score_split
 
 TINY = ['--lr-schedule', 'plateau', '--n-train', '48', '--n-val', '16', '--n-test', '24', '--img-size', '32', '--width-mult', '0.25',
         '--device', 'cpu', '--no-progress', '--epochs', '1']
@@ -44,17 +45,17 @@ def test_divergence_is_an_error_and_leaves_no_model(tmp_path):
     out = tmp_path / 'run'
     r = script('fbp_train', *TINY, '--lr', '1e6', '--out', str(out))
     assert r.returncode != 0
-    assert 'fbp_train: error: training diverged at epoch 0' in r.stderr and 'lr=1e+06' in r.stderr, r.stderr
+    assert 'fbp_train: error: training diverged at epoch 0' in r.stderr and '--lr 1e+06' in r.stderr, r.stderr
     assert 'Traceback' not in r.stderr
     assert not (out / 'model.pt').exists()
 
 def test_divergence_removes_a_stale_model_pt(tmp_path):
-    "A model.pt left in --out by an earlier run must not survive a diverged run in the same folder."
+    "A model.pt left in --out by an earlier run must not survive a diverged run that replaces it (overwrite=True)."
     out = tmp_path / 'run'
     cfg = RunConfig(n_train=48, n_val=16, n_test=24, img_size=32, model_kwargs={'width_mult': 0.25}, device='cpu', epochs=1, out=str(out))
     quiet(run, cfg, progress=False)
     assert (out / 'model.pt').is_file()
-    with pytest.raises(DivergenceError, match='No model.pt written'): quiet(run, cfg.replace(lr=1e6), progress=False)
+    with pytest.raises(DivergenceError, match='No model.pt written'): quiet(run, cfg.replace(lr=1e6), progress=False, overwrite=True)
     assert not (out / 'model.pt').exists()
 
 def test_collapsed_predictions_are_flagged(tmp_path):
@@ -222,7 +223,7 @@ def test_align_is_stored_and_applied(scut, tmp_path, monkeypatch):
     assert read_run(res['none'].out / 'model.pt')['config']['run']['align'] == 'none'
     assert evaluate(res['landmarks'].out / 'model.pt', device='cpu')[0] == res['landmarks'].test   # eval: the same landmark crop
     assert res['landmarks'].test != res['none'].test
-    import fbp_nb.train as T
+    import fbp_nb.beauty as T
     calls = []
     def fake_align(img, size): calls.append(size); return img.crop((4, 4, img.width - 4, img.height - 4)).resize((size, size)), {}
     monkeypatch.setattr(T, 'align_photo', fake_align)
@@ -248,7 +249,7 @@ def test_align_options_checked_early(tmp_path):
     r = script('fbp_train', *TINY, '--align', 'landmarks', '--out', str(tmp_path / 'x'))
     assert r.returncode == 2 and '--align landmarks: the synthetic faces' in r.stderr, r.stderr
     meb = fake_mebeauty(tmp_path / 'meb')
-    with pytest.raises(ValueError, match='--align landmarks needs the landmark files of SCUT-FBP5500'):
+    with pytest.raises(ValueError, match="align='landmarks' needs the landmark files of SCUT-FBP5500"):
         load_splits('mebeauty', str(meb), img_size=32, align='landmarks')
     try: import cv2  # noqa: F401
     except ImportError:

@@ -279,11 +279,11 @@ def test_eigencam_on_a_neck_level_keeps_the_model_state():
 
 
 def test_detection_run_with_the_nano_model(tmp_path, capsys):
-    from fbp_nb.detect import run_detection, detection_config, evaluate_detector
-    from fbp_nb.train import read_run
-    cfg = detection_config(n_train=8, n_val=4, n_test=4, img_size=64, epochs=1, batch_size=4, model='fer_yolo_mamba_nano',
-                           model_kwargs={'frm': False, 'directions': 4}, out=str(tmp_path / 'r'))      # an ablation variant
-    r = run_detection(cfg, progress=False)
+    from fbp_nb.detect import evaluate_detector
+    from fbp_nb.train import read_run, run, config_for
+    cfg = config_for('fer_yolo_mamba_nano', n_train=8, n_val=4, n_test=4, img_size=64, epochs=1, batch_size=4,
+                     model_kwargs={'frm': False, 'directions': 4}, out=str(tmp_path / 'r'))      # an ablation variant
+    r = run(cfg, progress=False)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"mAP50={r.test['mAP50']:.3f} mAP={r.test['mAP']:.3f}"
     ck = read_run(tmp_path / 'r' / 'model.pt')

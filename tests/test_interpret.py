@@ -7,7 +7,7 @@ from torch import nn
 
 pytest.importorskip('pytorch_grad_cam')
 from fbp_nb.interpret import (METHODS, cam, cam_class, resolve_layer, tokens_to_grid, kept_state, rank_corr, reinit_copy,
-                              randomization_test, synth_face_masks, energy_share, write_overlays, load_model, overlay)
+                              randomization_test, synth_face_masks, energy_share, write_overlays, overlay)
 from fbp_nb.models import create_model, list_models
 from fbp_nb.synth import SynthFaces
 
@@ -217,13 +217,14 @@ def tiny_run(tmp_path_factory):
 
 def test_write_overlays(tiny_run, tmp_path):
     from PIL import Image
-    from fbp_nb.train import eval_transform
+    from fbp_nb.beauty import eval_transform
+    from fbp_nb.train import load_run
     ckpt, photos = tiny_run
     files = write_overlays(ckpt, photos + [photos[0]], tmp_path/'cam', align=False)
     assert [f.name for f in files] == ['face0_gradcam.png', 'face1_gradcam.png', 'face0_gradcam_2.png']
     assert all(f.is_file() and Image.open(f).size == (224, 224) for f in files)
     # the same overlay by hand: the checkpoint's eval transform -> cam -> upsample -> blend
-    net, cfg = load_model(ckpt)
+    net, _, _ = load_run(ckpt); cfg = net.run_info
     img = Image.open(photos[1]).convert('RGB')
     heat = cam(net, eval_transform(cfg['img_size'], **cfg['norm'])(img)[None])[0]
     heat = F.interpolate(heat[None, None], size=(224, 224), mode='bilinear', align_corners=False)[0, 0].clamp(0, 1)

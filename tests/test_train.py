@@ -3,7 +3,8 @@ root evaluated from another folder, safe checkpoint loading (weights_only=True),
 import ast, contextlib, io, json, os, pathlib, re
 import pytest
 import torch
-from fbp_nb.train import RunConfig, RunResult, run, read_run, evaluate, stored_config, data_root
+from fbp_nb.train import RunConfig, RunResult, run, read_run, stored_config, data_root
+from fbp_nb.beauty import evaluate_regressor as evaluate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(n_train=48, n_val=16, n_test=24, img_size=32, model_kwargs={'width_mult': 0.25}, device='cpu')
@@ -42,7 +43,7 @@ def test_config_json_round_trip(tmp_path):
     assert RunConfig.from_json(tmp_path / 'c.json') == c and RunConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rate'\]"): RunConfig.from_dict({**c.to_dict(), 'learning_rate': 1})
     for key, bad, msg in (('epochs', 0, 'epochs: must be >= 1'), ('lr', '1e-3', 'lr: expected float'), ('augment', 'yes', "augment: 'yes' is not one of"),
-                          ('model', 'vgg16', "model: 'vgg16' is not a regression model"), ('loss_param', [1, 2, 3], 'loss_param:'),
+                          ('model', 'vgg16', "model: unknown model 'vgg16'"), ('loss_param', [1, 2, 3], 'loss_param:'),
                           ('protocol', 6, 'protocol: expected str'), ('cache', 'disk', "cache: 'disk'")):
         with pytest.raises(ValueError, match=re.escape(msg)): RunConfig.from_dict({**c.to_dict(), key: bad})
 

@@ -5,8 +5,10 @@ import torch
 import torchvision
 from torch import nn
 from fbp_nb.models import create_model, list_models, model_info
-from fbp_nb.models.yolox import (YOLOX, PRESETS, make_grid, center_prior, simota_assign, yolox_loss, postprocess, DetAugment,
-                                 ModelEMA, decode_outputs)
+from fbp_nb.models.yolox import (YOLOX, PRESETS, make_grid, center_prior, simota_assign, yolox_loss, postprocess,
+                                 decode_outputs)
+from fbp_nb.det_data import DetAugment
+from fbp_nb.learner import ModelEMA
 
 C = 7
 SHAPES, STRIDES = [(40, 40), (20, 20), (10, 10)], (8, 16, 32)
@@ -172,11 +174,11 @@ def test_ema_tracks_the_weights():
 
 
 def test_detection_run_folder_evaluate_predict(tmp_path, capsys):
-    from fbp_nb.detect import run_detection, detection_config, check_detection_config, evaluate_detector, predict_boxes
-    from fbp_nb.train import read_run
+    from fbp_nb.detect import evaluate_detector, predict_boxes
+    from fbp_nb.train import read_run, run, config_for, RunConfig
     from fbp_nb.synth import SynthFER
-    cfg = detection_config(n_train=8, n_val=4, n_test=4, img_size=64, epochs=1, batch_size=4, out=str(tmp_path / 'r'))
-    r = run_detection(cfg, progress=False)
+    cfg = config_for('yolox_nano', n_train=8, n_val=4, n_test=4, img_size=64, epochs=1, batch_size=4, out=str(tmp_path / 'r'))
+    r = run(cfg, progress=False)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"mAP50={r.test['mAP50']:.3f} mAP={r.test['mAP']:.3f}"
     assert {'model.pt', 'last.pt', 'config.json', 'metrics.json', 'history.json', 'history.csv'} <= {p.name for p in (tmp_path / 'r').iterdir()}
@@ -188,12 +190,12 @@ def test_detection_run_folder_evaluate_predict(tmp_path, capsys):
     SynthFER(n=1, img_size=96, split='test').load_image(0).save(img)
     rows = predict_boxes(tmp_path / 'r', [img], tmp_path / 'pred', conf=0.)
     assert (tmp_path / 'pred' / 'x_boxes.png').is_file() and all(len(row) == 7 and row[0] == str(img) for row in rows)
-    with pytest.raises(ValueError, match='not a detection model'):
-        check_detection_config(cfg.replace(model='mamba_cnn_D'))
+    with pytest.raises(ValueError, match="not a data set of the regression model 'mamba_cnn_D'"):
+        cfg.replace(model='mamba_cnn_D')
     with pytest.raises(ValueError, match='root'):
-        check_detection_config(cfg.replace(data='fer'))
+        cfg.replace(data='fer')
     with pytest.raises(ValueError, match='img_size'):
-        run_detection(cfg.replace(img_size=100))
+        run(RunConfig(model='yolox_nano', img_size=100))
 
 
 # ---- yolox_mnv2: the detector on a MobileNetV2 trunk (ImageNet file optional) ----
@@ -228,7 +230,8 @@ def test_mnv2_detector_refuses_named_weights_offline(tmp_path):
 def test_mnv2_detector_from_the_imagenet_file(tmp_path):
     from torchvision.models import mobilenet_v2
     from fbp_nb.train import param_groups
-    from fbp_nb.detect import detection_config, detection_learner, detection_splits
+    from fbp_nb.detect import detection_learner, detection_splits
+    from fbp_nb.train import config_for
     m = create_model('yolox_mnv2', pretrained=str(_W), num_classes=C)
     ref = mobilenet_v2(weights=None); ref.load_state_dict(torch.load(_W, map_location='cpu', weights_only=True)); ref.eval()
     x = torch.rand(2, 3, 96, 96)
@@ -239,7 +242,7 @@ def test_mnv2_detector_from_the_imagenet_file(tmp_path):
     n_trunk = len(m.backbone.backbone.state_dict())
     assert len(m.pretrained_keys) == n_trunk and all(k.startswith('backbone.backbone.features.') for k in m.pretrained_keys)
     # the detection Learner puts the trunk at lr, everything fresh at lr * fresh_lr_mult
-    cfg = detection_config(model='yolox_mnv2', weights=str(_W), lr=1e-4, fresh_lr_mult=10., n_train=4, n_val=2, n_test=2, img_size=64, epochs=1, out=str(tmp_path / 'r'))
+    cfg = config_for('yolox_mnv2', weights=str(_W), lr=1e-4, fresh_lr_mult=10., n_train=4, n_val=2, n_test=2, img_size=64, epochs=1, out=str(tmp_path / 'r'))
     learn = detection_learner(m, detection_splits(cfg), cfg, progress=False)
     lrs = sorted((g['lr'], sum(p.numel() for p in g['params'])) for g in learn.opt.param_groups)
     n_pre = sum(p.numel() for n, p in m.named_parameters() if n in m.pretrained_keys)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_MODULES', 'ModelInfo', 'register_model', 'list_models', 'model_info',
-           'resolve_pretrained', 'create_model']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_MODULES', 'WEIGHT_SUFFIXES', 'ModelInfo', 'register_model', 'list_models',
+           'model_info', 'find_weights', 'resolve_pretrained', 'create_model']
 
 # %% ../../nbs/05a_models.ipynb #f9e6aee6
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -72,7 +72,15 @@ def model_info(name:str) -> ModelInfo:
     return _REGISTRY[name]
 
 # %% ../../nbs/05a_models.ipynb #7215d833
-_WEIGHT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.pkl', '.tar', '.safetensors')
+WEIGHT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.pkl', '.tar', '.safetensors')   # a `pretrained`/`weights` string ending so names a file
+
+def find_weights(name:str='mobilenet_v2_imagenet.pth') -> Path|None:
+    "A weights file on this machine: $FBP_WEIGHTS (a file, or a folder holding `name`), else shared/weights/`name` beside the checkout or the working folder; None if absent."
+    v = os.environ.get('FBP_WEIGHTS')
+    cands = [Path(v), Path(v)/name] if v else []
+    for base in (Path(__file__).resolve().parents[2], Path.cwd(), Path.cwd().parent):
+        cands.append(base.parent/'shared'/'weights'/name)
+    return next((c for c in cands if c.is_file()), None)
 
 def _download(url:str, dst:Path):   # one place to patch in tests
     import torch
@@ -84,7 +92,7 @@ def resolve_pretrained(name:str, pretrained) -> Path|None:
     if pretrained is None or pretrained is False: return None
     if isinstance(pretrained, (str, Path)) and Path(pretrained).is_file(): return Path(pretrained)
     if isinstance(pretrained, Path) or (isinstance(pretrained, str) and ('/' in pretrained or os.sep in pretrained
-                                                                          or pretrained.lower().endswith(_WEIGHT_SUFFIXES))):
+                                                                          or pretrained.lower().endswith(WEIGHT_SUFFIXES))):
         raise FileNotFoundError(f"create_model({name!r}): pretrained weights file not found: {pretrained}")
     info = model_info(name)
     if not isinstance(pretrained, (str, bool)):

@@ -11,10 +11,12 @@ from torch import nn
 import torch.nn.functional as F
 from torchvision.models.inception import Inception3
 from . import register_model
-from .mamba_cnn import read_state_dict, check_state_dict, _WEIGHT_SUFFIXES
+from .mamba_cnn import read_state_dict, check_state_dict
+from . import WEIGHT_SUFFIXES
 
 # %% auto #0
-__all__ = ['torchvision_state_dict', 'resnext50_regressor', 'InceptionV3Regressor', 'inception_v3_regressor', 'TwoBranchIncRex']
+__all__ = ['torchvision_state_dict', 'resnext50_regressor', 'InceptionV3Regressor', 'inception_v3_regressor', 'resize_images',
+           'TwoBranchIncRex']
 
 # %% ../../nbs/07a_backbones.ipynb #0c0a95cf
 _TV_WEIGHTS = {'resnext50': 'ResNeXt50_32X4D_Weights', 'inception_v3': 'Inception_V3_Weights'}
@@ -23,7 +25,7 @@ def _is_weights_name(weights) -> bool:
     "True for `True`, a torchvision weights enum, or a string that names weights rather than a file."
     if weights is True or isinstance(weights, enum.Enum): return True
     return (isinstance(weights, str) and not Path(weights).exists() and '/' not in weights and os.sep not in weights
-            and not weights.lower().endswith(_WEIGHT_SUFFIXES))
+            and not weights.lower().endswith(WEIGHT_SUFFIXES))
 
 def torchvision_state_dict(arch:str, # 'resnext50' or 'inception_v3'
                            weights, # torchvision weights: True, 'DEFAULT', 'IMAGENET1K_V1' or an enum member
@@ -121,7 +123,7 @@ def inception_v3_regressor(weights=None, # None, a state-dict file (ImageNet or 
     return InceptionV3Regressor(weights, dropout, out, aux)
 
 # %% ../../nbs/07a_backbones.ipynb #be36e12c
-def _resize(x:torch.Tensor, size:int) -> torch.Tensor:
+def resize_images(x:torch.Tensor, size:int) -> torch.Tensor:
     "(b, c, h, w) -> (b, c, size, size), bilinear with antialiasing; unchanged when already that size."
     if tuple(x.shape[-2:]) == (size, size): return x
     return F.interpolate(x, size=(size, size), mode='bilinear', antialias=True, align_corners=False)
@@ -168,8 +170,8 @@ class TwoBranchIncRex(nn.Module):
     def forward(self, x:torch.Tensor, # (b, 3, h, w) ImageNet-normalised, any size
                ) -> torch.Tensor:     # (b, 1)
         if x.ndim != 4 or x.shape[1] != 3: raise ValueError(f"TwoBranchIncRex: input must be (b, 3, h, w), got {tuple(x.shape)}")
-        fr = self.fc1(self.resnext(_resize(x, self.sizes[0])))    # (b, 3, 224, 224) -> (b, 2048) -> (b, 1024)
-        fi = self.fc2(self.inception(_resize(x, self.sizes[1])))  # (b, 3, 299, 299) -> (b, 2048) -> (b, 1024)
+        fr = self.fc1(self.resnext(resize_images(x, self.sizes[0])))    # (b, 3, 224, 224) -> (b, 2048) -> (b, 1024)
+        fi = self.fc2(self.inception(resize_images(x, self.sizes[1])))  # (b, 3, 299, 299) -> (b, 2048) -> (b, 1024)
         return self.head(torch.cat([fr, fi], 1))                  # (b, 2048) -> ReLU -> Linear -> (b, 1)
 
     def extra_repr(self): return f"sizes={self.sizes}"

@@ -9,7 +9,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from . import register_model
 from .yolox import ConvBnAct, PAFPN, YOLOX
-from .vmamba import VSSBlock, _init_weights
+from .vmamba import VSSBlock, init_vss_weights
 
 # %% auto #0
 __all__ = ['FER_PRESETS', 'ABMLP', 'FRM', 'OSS', 'FERYOLOVSS', 'VSS1', 'VSS2', 'FERPAFPN', 'FERYOLOMamba', 'score_heatmap']
@@ -49,7 +49,7 @@ class OSS(nn.Module):
         if directions not in (4, 8): raise ValueError(f"OSS: directions must be 8 (OSSM) or 4 (SS2D), got {directions!r}")
         self.blocks = nn.Sequential(*[VSSBlock(c, k=directions, d_state=d_state, ssm_ratio=ssm_ratio, backend=backend)
                                       for _ in range(max(int(n), 1))])
-        self.apply(_init_weights)
+        self.apply(init_vss_weights)
     def forward(self, x:Tensor) -> Tensor:                             # (b, c, h, w)
         return self.blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # channels last through the VSS blocks, and back
 

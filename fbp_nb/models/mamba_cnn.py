@@ -11,13 +11,13 @@ from torch import nn
 import torch.nn.functional as F
 import numpy as np
 from ..learner import resolve_device
-from . import register_model
+from . import register_model, WEIGHT_SUFFIXES
 
 # %% auto #0
 __all__ = ['GATES', 'MBV2_STAGES', 'TV_MBV2_STAGES', 'COMPACT_STAGES', 'VARIANTS', 'STEMS', 'IMAGENET_TRUNK', 'ConvBNAct',
            'InvertedResidual', 'OpenGate', 'MambaBlock', 'PyramidPool', 'MambaCNN', 'count_params', 'count_flops',
            'complexity_table', 'read_state_dict', 'is_mobilenet_v2_state_dict', 'check_state_dict', 'load_weights',
-           'freeze_bn', 'unfreeze_bn', 'is_bn_frozen', 'mobilenet_v2_regressor', 'mobilenet_v2_key_map',
+           'weights_path', 'freeze_bn', 'unfreeze_bn', 'is_bn_frozen', 'mobilenet_v2_regressor', 'mobilenet_v2_key_map',
            'load_mobilenet_v2_trunk', 'train_throughput', 'plot_pred_vs_true']
 
 # %% ../../nbs/06_mamba_cnn.ipynb #2ac338b0
@@ -184,7 +184,7 @@ class MambaCNN(nn.Module):
         self._init()
         self.pretrained_keys, imagenet = set(), False   # names of the tensors that came from `weights`
         if weights is not None:
-            path = _weights_path(weights, 'MambaCNN')
+            path = weights_path(weights, 'MambaCNN')
             sd = read_state_dict(path)
             if is_mobilenet_v2_state_dict(sd): self.pretrained_keys, imagenet = set(load_mobilenet_v2_trunk(self, sd, str(path))), True
             else: check_state_dict(self, sd, str(path)); self.load_state_dict(sd); self.pretrained_keys = set(sd)
@@ -297,13 +297,12 @@ def load_weights(model:nn.Module, path, # file with a state dict for `model`
     model.load_state_dict(sd, strict=strict)
     return model
 
-_WEIGHT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.pkl', '.tar')
 
-def _weights_path(weights, who:str) -> Path:
+def weights_path(weights, who:str) -> Path:
     "`weights` as an existing file path; names of downloadable weights get an explanation of what to do offline."
     if isinstance(weights, (str, Path)) and Path(weights).is_file(): return Path(weights)
     named = (weights is True or isinstance(weights, enum.Enum) or
-             (isinstance(weights, str) and os.sep not in weights and '/' not in weights and not weights.lower().endswith(_WEIGHT_SUFFIXES)))
+             (isinstance(weights, str) and os.sep not in weights and '/' not in weights and not weights.lower().endswith(WEIGHT_SUFFIXES)))
     if named:
         hint = ("Mamba-CNN has no published weights (the paper released no code): pass the path of a state dict you trained"
                 if who == 'MambaCNN' else
@@ -362,7 +361,7 @@ def mobilenet_v2_regressor(weights=None, # None (random init) or the path to a M
         m.classifier = nn.Sequential(nn.Dropout(dropout), lin, nn.Sigmoid() if out == 'sigmoid' else nn.Identity())
     if weights is None: set_head()
     else:
-        path = _weights_path(weights, 'mobilenet_v2_regressor')
+        path = weights_path(weights, 'mobilenet_v2_regressor')
         sd = read_state_dict(path)
         w = sd.get('classifier.1.weight')
         if w is not None and w.shape[0] == 1: set_head()        # a regressor file: load it whole

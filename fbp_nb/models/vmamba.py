@@ -17,7 +17,7 @@ from . import register_model
 # %% auto #0
 __all__ = ['DIRECTIONS', 'VMAMBA_CONFIGS', 'diagonal_order', 'cross_scan', 'cross_merge', 'DirectionalSSM', 'SS2D', 'Mlp',
            'VSSBlock', 'BiMambaBlock', 'ChannelsLast', 'LayerNorm2d', 'patch_embed', 'Downsample', 'VisionMamba',
-           'vmamba_flops']
+           'init_vss_weights', 'vmamba_flops']
 
 # %% ../../nbs/09_vision_mamba.ipynb #b3c0d231
 DIRECTIONS = ('rows', 'columns', 'rows reversed', 'columns reversed',
@@ -265,7 +265,7 @@ class VisionMamba(nn.Module):
         self.cam_out = nn.Identity()              # sees the last stage's (b, c, h, w) map: the Grad-CAM layer
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dims[-1], num_outputs))
         self.out = nn.Sigmoid() if out == 'sigmoid' else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_vss_weights)
         self.init_kwargs = dict(depths=list(depths), dims=list(dims), patch_size=patch_size, d_state=d_state, ssm_ratio=ssm_ratio, k=k,
                                 d_conv=d_conv, gate=gate, mlp_ratio=mlp_ratio, block=block, drop_path=drop_path, dropout=dropout, out=out,
                                 num_outputs=num_outputs, in_chans=in_chans, backend=backend)
@@ -293,7 +293,7 @@ class VisionMamba(nn.Module):
         return self.cam_out, None
 
 # %% ../../nbs/09_vision_mamba.ipynb #d1425c9a
-def _init_weights(m):
+def init_vss_weights(m):
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None: nn.init.zeros_(m.bias)

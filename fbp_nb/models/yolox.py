@@ -9,15 +9,12 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 import torchvision
-from torchvision.transforms import v2
-from torchvision import tv_tensors
 from . import register_model
 
 # %% auto #0
 __all__ = ['PRESETS', 'ConvBnAct', 'DWConv', 'conv3', 'Focus', 'Bottleneck', 'CSPLayer', 'SPPBottleneck', 'CSPDarknet', 'PAFPN',
            'DecoupledHead', 'make_grid', 'decode_outputs', 'box_iou_cxcywh', 'iou_loss', 'center_prior',
-           'simota_assign', 'yolox_loss', 'postprocess', 'YOLOX', 'MobileNetV2Backbone', 'yolox_mnv2', 'DetAugment',
-           'ModelEMA']
+           'simota_assign', 'yolox_loss', 'postprocess', 'YOLOX', 'MobileNetV2Backbone', 'yolox_mnv2']
 
 # %% ../../nbs/11_yolox.ipynb #863902c2
 class ConvBnAct(nn.Module):
@@ -334,8 +331,8 @@ class MobileNetV2Backbone(nn.Module):
         self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.pretrained_keys = set()
         if weights is not None:
-            from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict
-            path = _weights_path(weights, 'MobileNetV2Backbone')
+            from fbp_nb.models.mamba_cnn import weights_path, read_state_dict
+            path = weights_path(weights, 'MobileNetV2Backbone')
             self.load_imagenet(read_state_dict(path), path)
     def load_imagenet(self, sd:dict, source='state dict'):
         "Copy the `features.0`-`features.17` tensors of a MobileNetV2 state dict; freeze BatchNorm statistics (folded files)."
@@ -355,8 +352,8 @@ class MobileNetV2Backbone(nn.Module):
 def yolox_mnv2(pretrained=None,   # an ImageNet MobileNetV2 state dict (-> trunk) or a state dict of this detector
                num_classes:int=7, width:float=0.25, depth:float=0.33, depthwise:bool=True, width_mult:float=1.0, **kw) -> YOLOX:
     "YOLOX with a MobileNetV2 trunk (strides 8/16/32) under a nano-sized PAFPN neck and head; `model.pretrained_keys` names the tensors from the file."
-    from fbp_nb.models.mamba_cnn import _weights_path, read_state_dict, is_mobilenet_v2_state_dict, check_state_dict
-    path = None if pretrained is None else _weights_path(pretrained, 'yolox_mnv2')
+    from fbp_nb.models.mamba_cnn import weights_path, read_state_dict, is_mobilenet_v2_state_dict, check_state_dict
+    path = None if pretrained is None else weights_path(pretrained, 'yolox_mnv2')
     sd = None if path is None else read_state_dict(path)       # read once: ImageNet trunk or this detector's weights
     m = YOLOX(num_classes, depth, width, depthwise, backbone=MobileNetV2Backbone(None, width_mult), **kw)
     if sd is not None and is_mobilenet_v2_state_dict(sd): m.backbone.backbone.load_imagenet(sd, path)
@@ -370,41 +367,3 @@ def yolox_mnv2(pretrained=None,   # an ImageNet MobileNetV2 state dict (-> trunk
 register_model('yolox_mnv2', fn=yolox_mnv2, overwrite=True, task='detection', input_size=320, mean=(0., 0., 0.), std=(1., 1., 1.),
                pretrained='an ImageNet torchvision MobileNetV2 state dict file (trunk; BatchNorm statistics then frozen) or a state dict of this model',
                description='YOLOX head and nano PAFPN neck on a MobileNetV2 trunk (strides 8/16/32) that can start from an ImageNet file')
-
-# %% ../../nbs/11_yolox.ipynb #44639bc4
-class DetAugment:
-    "Box-aware training augmentation on letterboxed samples: flip, scale/translate, HSV-like colour jitter; boxes follow (tv_tensors)."
-    def __init__(self, flip:float=0.5,            # probability of a horizontal flip
-                 scale=(0.6, 1.4),                # random zoom range
-                 translate:float=0.1,             # random shift, fraction of the side
-                 hsv=(0.015, 0.5, 0.3),           # hue, saturation, value (brightness) jitter
-                 min_size:float=4.):              # drop boxes smaller than this (pixels) after the transform
-        self.t = v2.Compose([v2.RandomHorizontalFlip(flip),
-                             v2.RandomAffine(degrees=0, translate=(translate, translate), scale=scale, fill=114 / 255),
-                             v2.ColorJitter(brightness=hsv[2], saturation=hsv[1], hue=hsv[0]),
-                             v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=min_size)])
-    def __call__(self, img:Tensor, target:dict) -> tuple:
-        boxes = tv_tensors.BoundingBoxes(torch.as_tensor(target['boxes'], dtype=torch.float32).reshape(-1, 4), format='XYXY', canvas_size=tuple(img.shape[-2:]))
-        out_img, out = self.t(tv_tensors.Image(img), {'boxes': boxes, 'labels': torch.as_tensor(target['labels']).reshape(-1)})
-        return out_img.as_subclass(Tensor).clamp(0, 1), {'boxes': out['boxes'].as_subclass(Tensor), 'labels': out['labels']}
-
-# %% ../../nbs/11_yolox.ipynb #d2fbd995
-class ModelEMA(nn.Module):
-    "Exponential moving average of a model's weights (and BN statistics); decay ramps up as decay * (1 - exp(-updates / tau))."
-    def __init__(self, model:nn.Module, decay:float=0.9998, tau:float=2000.):
-        super().__init__()
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters(): p.requires_grad_(False)
-        self.decay, self.tau = decay, tau
-        self.register_buffer('updates', torch.zeros((), dtype=torch.long))
-    def current_decay(self) -> float: return self.decay * (1 - math.exp(-int(self.updates) / self.tau))
-    @torch.no_grad()
-    def update(self, model:nn.Module):
-        self.updates += 1
-        d = self.current_decay()
-        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
-        fl = [(e, v) for e, v in pairs if e.dtype.is_floating_point]
-        torch._foreach_lerp_([e for e, _ in fl], [v for _, v in fl], 1 - d)   # e += (1 - d)(v - e), all tensors in one call
-        for e, v in pairs:
-            if not e.dtype.is_floating_point: e.copy_(v)               # counters (BN's num_batches_tracked)
-    def forward(self, *args, **kw): return self.module(*args, **kw)

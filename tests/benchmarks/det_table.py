@@ -35,8 +35,8 @@ def _update(path: Path, key: str, value):
 
 def default_run(args):
     """The default SynthFER run. --cli: exactly the acceptance command, `fbp_train --model yolox_nano --data synth_fer`, in a
-    subprocess (its wall time includes start-up and the progress bar); else in this process through `run_detection`."""
-    from fbp_nb.detect import run_detection, detection_config
+    subprocess (its wall time includes start-up and the progress bar); else in this process through `run`."""
+    from fbp_nb.train import run, config_for
     out_dir = Path(tempfile.mkdtemp()) / 'default'
     if args.cli:
         if args.changes != '{}': sys.exit('--cli runs the default command as written: no --changes')
@@ -47,16 +47,16 @@ def default_run(args):
         if p.returncode: sys.exit(f"fbp_train failed ({p.returncode}):\n{p.stderr[-3000:]}")
         met = json.loads((out_dir / 'metrics.json').read_text())
         hist = json.loads((out_dir / 'history.json').read_text())
-        from fbp_nb.train import RunConfig
-        res = dict(config=RunConfig(**met['config']['run']).to_dict(), fit_seconds=met['fit_seconds'], test=met['test'], per_class=met['per_class'],
+        from fbp_nb.train import stored_config
+        res = dict(config=stored_config(met['config']).to_dict(), fit_seconds=met['fit_seconds'], test=met['test'], per_class=met['per_class'],
                    history=hist, best_val=met['best_val'], last_line=p.stdout.strip().splitlines()[-1])
         command = 'python tests/benchmarks/det_table.py default --cli   # runs: fbp_train --model yolox_nano --data synth_fer'
     else:
-        cfg = detection_config(out=str(out_dir), **json.loads(args.changes))
+        cfg = config_for('yolox_nano', out=str(out_dir), **json.loads(args.changes))
         t0 = time.time()
-        r = run_detection(cfg, progress=False)
+        r = run(cfg, progress=False)
         wall = time.time() - t0
-        res = dict(config=r.config.to_dict(), fit_seconds=round(r.seconds, 1), test=r.test, per_class=r.groups.to_dict('records'),
+        res = dict(config=r.config.to_dict(), fit_seconds=round(r.seconds, 1), test=r.test, per_class=r.table.to_dict('records'),
                    history=r.history, best_val=r.best_val)
         command = 'python tests/benchmarks/det_table.py default' + (f" --changes '{args.changes}'" if args.changes != '{}' else '')
     out = dict(command=command, machine=machine(), wall_seconds=round(wall, 1), **res)
@@ -87,13 +87,14 @@ def _score(preds, ds):
 
 
 def real_yolox(args, valid):
-    from fbp_nb.detect import run_detection, detection_config, load_detector
+    from fbp_nb.detect import load_detector
+    from fbp_nb.train import run, config_for
     from fbp_nb.det_data import letterbox, to_tensor01, unletterbox_boxes
-    cfg = detection_config(model=args.model, data='fer', root=str(args.root), img_size=args.img_size, epochs=args.epochs,
+    cfg = config_for(args.model, data='fer', root=str(args.root), img_size=args.img_size, epochs=args.epochs,
                            batch_size=args.batch, seed=args.seed, val_frac=0.1, out=str(Path(tempfile.mkdtemp()) / args.model),
                            model_kwargs=json.loads(args.model_kwargs), weights=args.weights, fresh_lr_mult=args.fresh_lr_mult,
                            cls_weight=args.cls_weight, **({} if args.lr is None else dict(lr=args.lr)))
-    r = run_detection(cfg, progress=False)
+    r = run(cfg, progress=False)
     model, _ = load_detector(r.out / 'model.pt', 'cpu')
     preds, t_inf = [], 0.
     for i in range(len(valid)):          # predictions in original pixels, as a user gets them
