@@ -182,6 +182,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=_d('seed'), help='random seed (default: 0)')
     p.add_argument('--out', help='output folder (default: runs/<data>_<model>_<timestamp>)')
     p.add_argument('--overwrite', action='store_true', help='replace the run already in --out (finished or interrupted); without it such a folder is refused')
+    p.add_argument('--allow-empty', action='store_true', help='detectors: train although a split has no boxes at all (no labels folder, or every label file empty); without it that is an error before epoch 1')
     p.add_argument('--resume', metavar='CKPT', help="continue an interrupted run from its last.pt (its options are reused; an option you give must agree with the run)")
     p.add_argument('--weights', metavar='PATH', help='initialise the model from a state-dict file (mobilenet_v2 + ImageNet file: BatchNorm frozen)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar; print one line per epoch instead')
@@ -192,11 +193,12 @@ _RUN_ARGS = ('resume', 'overwrite')   # arguments of `run` that are options of f
 def as_options(msg:str) -> str:
     "A message of the Python API in the command line's words: `img_size: ...` -> `--img-size: ...`, `data='scut'` -> `--data scut`, `overwrite=True` -> `--overwrite`."
     names = set(RunConfig.__dataclass_fields__) | set(_RUN_ARGS)
+    switches = {'overwrite'} | {k for k, f in RunConfig.__dataclass_fields__.items() if str(f.type) == 'bool'}   # store_true options: `k=True` is `--k`
     flag = lambda k: '--' + k.replace('_', '-')
     msg = re.sub(r"^(\w+)(?=[: ])", lambda m: flag(m[1]) if m[1] in names else m[0], str(msg))
     def kv(m):
         if m[1] not in names: return m[0]
-        if m[2] == 'True' and m[1] == 'overwrite': return flag(m[1])
+        if m[2] == 'True' and m[1] in switches: return flag(m[1])
         return f"{flag(m[1])} {m[3] if m[3] is not None else m[2]}"
     return re.sub(r"(?<![\w.-])(\w+)=('([^']*)'|[^\s,;()]+)", kv, msg)
 
@@ -267,7 +269,17 @@ def _file_of(e:BaseException):
         tb = tb.tb_next
     return found                                                 # the innermost one
 
-def error_message(e:BaseException) -> str|None:
+_MEMORY_HINTS = {'fbp_train': 'lower --batch-size or --img-size (or --workers, --cache none)',
+                 'fbp_eval': 'lower --batch-size (or --workers, --cache none)',
+                 'fbp_predict': 'score fewer photos per call, or use --device cpu'}   # only options the command has
+
+def _out_of_memory(e:BaseException) -> bool:
+    "True for a failed allocation: MemoryError, CUDA OOM, or torch's CPU allocator RuntimeError ('can't allocate memory')."
+    return isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(e, RuntimeError) and re.search(r"can't allocate memory|out of memory|not enough memory", str(e), re.I) is not None)
+
+def error_message(e:BaseException, prog:str='fbp_train', # the command, for the options a hint may name
+                 ) -> str|None:
     "The one-line message for an expected failure `e` (bad data, options, files, a diverged run), None for a bug."
     from PIL import Image
     f = _file_of(e)
@@ -275,8 +287,9 @@ def error_message(e:BaseException) -> str|None:
     if isinstance(e, UnicodeDecodeError):
         return about(f"not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8")
     if isinstance(e, Image.DecompressionBombError): return about(f"refused: {e}")
-    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return f"out of {'GPU ' if isinstance(e, torch.cuda.OutOfMemoryError) else ''}memory: lower --batch-size or --img-size (or --workers, --cache none)"
+    if _out_of_memory(e):
+        gpu = isinstance(e, torch.cuda.OutOfMemoryError) or 'CUDA' in str(e)
+        return f"out of {'GPU ' if gpu else ''}memory: {_MEMORY_HINTS.get(prog, 'use smaller inputs')}"
     if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.strerror:
         name = e.filename if e.filename is not None else f
         hint = {errno.ENOSPC: ': free some space or write elsewhere (--out)', errno.EACCES: ': check the permissions',
@@ -291,8 +304,10 @@ def _run(prog:str, fn) -> int:
     "Call `fn()`; an expected failure becomes `prog: error: ...` on stderr and exit code 2; a bug keeps its traceback."
     _safe_streams()
     try: fn(); return 0
+    except KeyboardInterrupt as e:                                # Ctrl-C: one line (how to continue, when a run can), exit code 130
+        print(f"{prog}: {_printable(as_options(str(e))) if str(e) else 'interrupted'}", file=sys.stderr); return 130
     except Exception as e:
-        msg = error_message(e)
+        msg = error_message(e, prog)
         if msg is None or os.environ.get('FBP_DEBUG'): raise
         print(f'{prog}: error: {_printable(as_options(msg))}', file=sys.stderr); return 2
 
@@ -384,6 +399,8 @@ def predict_main(argv:list[str]|None=None) -> int:
     a = predict_parser().parse_args(sys.argv[1:] if argv is None else argv)
     def go():
         resolve_device(a.device)
+        from fbp_nb.interpret import METHODS              # the method is checked before any photo is scored
+        if a.cam_method not in METHODS: raise ValueError(f"--cam-method: {a.cam_method!r} is not one of {', '.join(METHODS)}")
         cfg = read_run(a.ckpt)['config']
         if run_task(cfg).name == 'detection': return _predict_boxes(a)   # the task follows the checkpoint
         for flag, v in (('--out', a.out), ('--conf', a.conf)):

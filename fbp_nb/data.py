@@ -496,7 +496,11 @@ class SCUTFBP5500(BeautyDataset):
         "(86, 2) float32 landmarks of image `i`, or None if its .pts file is empty."
         f = self.landmark_file(i)
         if not f.is_file(): raise FileNotFoundError(f"landmark file {f} not found (image {self.names[i]})")
-        return read_pts(f, empty='none')
+        lm, need = read_pts(f, empty='none'), max(SCUT_LEFT_EYE + SCUT_RIGHT_EYE) + 1
+        if lm is not None and len(lm) < need:
+            raise ValueError(f"{f}: {len(lm)} landmark points, but SCUT-FBP5500's files hold 86 (the eyes are points 42-57): "
+                             f"replace the file with the release's, or train with align='none'")
+        return lm
 
     @property
     def landmarks(self) -> list:
@@ -761,6 +765,7 @@ def face_geometry(landmarks, # (n, 2) points
     p = np.asarray(landmarks, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 2 or not np.isfinite(p).all():
         raise ValueError(f"landmarks must be a finite (n, 2) array, got shape {p.shape}")
+    if len(p) <= max(*left_eye, *right_eye): raise ValueError(f"{len(p)} landmarks, but the eye points are {min(*left_eye, *right_eye)}-{max(*left_eye, *right_eye)}: not a SCUT-style (86-point) set")
     cl, cr = p[list(left_eye)].mean(0), p[list(right_eye)].mean(0)
     d = cr - cl
     if np.hypot(*d) < 1e-6: raise ValueError("the two eyes coincide: check left_eye/right_eye indices")

@@ -148,10 +148,17 @@ class DetectionDataset(torch.utils.data.Dataset):
 def _read_yaml(path):
     "Read a small YAML file (data.yaml); uses PyYAML when installed, else a minimal `key: value` / `[a, b]` parser."
     text = read_text(path, 'data.yaml')
-    try:
-        import yaml
-        return yaml.safe_load(text) or {}
-    except ImportError: pass
+    try: import yaml
+    except ImportError: yaml = None
+    if yaml is not None:
+        try: d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, 'problem_mark', None)
+            raise DetectionDataError(f"{path}{f':{mark.line + 1}' if mark is not None else ''}: not valid YAML "
+                                     f"({getattr(e, 'problem', None) or type(e).__name__}); expected lines like 'names: [angry, happy]'") from None
+        if d is not None and not isinstance(d, dict):
+            raise DetectionDataError(f"{path}: expected 'key: value' lines (train, val, nc, names), got a YAML {type(d).__name__}")
+        return d or {}
     out, key = {}, None
     for line in text.splitlines():
         line = line.split('#', 1)[0].rstrip()
@@ -163,9 +170,12 @@ def _read_yaml(path):
         elif v: out[key] = int(v) if v.isdigit() else v.strip('\'"')
     return out
 
-def _yaml_names(names):
-    if isinstance(names, dict): return [names[k] for k in sorted(names)]
-    return list(names)
+def _yaml_names(names, path='data.yaml'):
+    "Class names of data.yaml's `names` (a list, or a dict id -> name); anything else is an error naming `path`."
+    if isinstance(names, dict): names = [names[k] for k in sorted(names, key=str)]
+    if not isinstance(names, list) or not names or not all(isinstance(n, (str, int)) for n in names):
+        raise DetectionDataError(f"{path}: names must be a list of class names such as [angry, happy], got {names!r}")
+    return [str(n) for n in names]
 
 def parse_yolo_labels(path,                    # label file
                       n_classes:int,           # number of classes: ids must be in [0, n_classes)
@@ -214,13 +224,19 @@ class YOLODetection(DetectionDataset):
         root = Path(root)
         if not root.exists(): raise FileNotFoundError(f"YOLODetection: root {root} does not exist")
         cfg = _read_yaml(root / 'data.yaml') if (root / 'data.yaml').exists() else {}
-        if class_names is None: class_names = _yaml_names(cfg['names']) if 'names' in cfg else list(EMOTIONS)
+        if class_names is None: class_names = _yaml_names(cfg['names'], root / 'data.yaml') if 'names' in cfg else list(EMOTIONS)
+        if 'nc' in cfg and (isinstance(cfg['nc'], bool) or not isinstance(cfg['nc'], int)):
+            raise DetectionDataError(f"{root / 'data.yaml'}: nc must be a whole number, got {cfg['nc']!r}")
         if 'nc' in cfg and int(cfg['nc']) != len(class_names):
             raise DetectionDataError(f"{root / 'data.yaml'}: nc={cfg['nc']} but {len(class_names)} names")
         img_dir = self._img_dir(root, split, cfg)
         lbl_dir = img_dir.parent / 'labels' if img_dir.name == 'images' else Path(str(img_dir).replace('/images', '/labels'))
         probs = _Problems(on_error)
-        imgs = {f.stem: f for f in _find_images(img_dir)}
+        imgs = {}
+        for f in _find_images(img_dir):                       # one label file per stem: two images with one stem are ambiguous
+            if f.stem in imgs: probs(f"{f} and {imgs[f.stem].name} share the stem {f.stem!r}: the label file {f.stem}.txt cannot say which "
+                                     f"image it describes; rename or remove one"); continue
+            imgs[f.stem] = f
         lbls = {f.stem: f for f in lbl_dir.glob('*.txt')} if lbl_dir.exists() else {}
         for stem in sorted(set(lbls) - set(imgs)): probs(f"{lbls[stem]}: label file without an image in {img_dir}")
         files, boxes, labels, clipped = [], [], [], 0

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from .learner import Learner, Callback, CosineLR, ExpLR, ProgressCallback, EMA
 from .train import (RunConfig, Task, Scored, register_task, param_groups, read_run, stored_config, data_root, load_run, load_weights,
-                          rebuild_model, resolve_device, MAX_WEIGHT)
+                          rebuild_model, make_model, resolve_device, MAX_WEIGHT)
 from .det_data import YOLODetection, DetAugment, detection_collate, letterbox, to_tensor01, unletterbox_boxes
 from .data import load_image
 from .synth import SynthFER
@@ -22,8 +22,8 @@ from .models import create_model
 # %% auto #0
 __all__ = ['DET_DATASETS', 'DET_DEFAULTS', 'TASK', 'check_detection_config', 'MemoryDetection', 'detection_splits', 'RawDetector',
            'DetLoss', 'DetLossParts', 'FlushDenormal', 'det_metrics_fn', 'detection_learner', 'det_line',
-           'format_det_metrics', 'score_detections', 'DetectionTask', 'load_detector', 'evaluate_detector', 'box_line',
-           'predict_boxes']
+           'format_det_metrics', 'score_detections', 'check_detection_data', 'DetectionTask', 'load_detector',
+           'evaluate_detector', 'box_line', 'predict_boxes']
 
 # %% ../nbs/11b_detect.ipynb #8bd463a8
 DET_DATASETS = ('synth_fer', 'fer', 'yolo')            # detection data: SynthFER, any YOLO-format folder (`root`)
@@ -62,21 +62,30 @@ def _yolo_eval_split(root) -> str:
     r = Path(root)
     return 'test' if any((r / p).is_dir() for p in ('test', 'images/test')) else 'valid'
 
-def detection_splits(config:RunConfig, augment:bool|None=None) -> dict:
+def detection_splits(config:RunConfig, augment:bool|None=None,
+                     only=None, # names of the splits to build (default: all three); ('test',) needs no train folder
+                    ) -> dict:
     "{'train', 'val', 'test'} in-memory splits of `config`: SynthFER's own splits, or a YOLO folder's train (minus a seeded val part) and valid/test."
-    c = config
+    c, names = config, tuple(only) if only is not None else ('train', 'val', 'test')
+    if not names or any(s not in ('train', 'val', 'test') for s in names): raise ValueError(f"split names must be among train, val, test, got {only!r}")
     on = c.augment == 'on' or (c.augment == 'auto' and c.data != 'synth_fer')   # auto: off on SynthFER, on for photos
     aug = DetAugment() if (on if augment is None else augment) else None
     if c.data == 'synth_fer':
         mk = lambda s, n: SynthFER(n=n, img_size=c.img_size, seed=c.seed, split=s)
-        return dict(train=MemoryDetection(mk('train', c.n_train), transform=aug), val=MemoryDetection(mk('val', c.n_val)),
-                    test=MemoryDetection(mk('test', c.n_test)))
+        make = dict(train=lambda: MemoryDetection(mk('train', c.n_train), transform=aug), val=lambda: MemoryDetection(mk('val', c.n_val)),
+                    test=lambda: MemoryDetection(mk('test', c.n_test)))
+        return {s: make[s]() for s in names}
     if c.root is None or not Path(c.root).is_dir(): raise FileNotFoundError(f"root: detection data folder {c.root} does not exist")
-    tr = YOLODetection(c.root, 'train', img_size=c.img_size)
-    te = YOLODetection(c.root, _yolo_eval_split(c.root), img_size=c.img_size, class_names=tr.class_names)
-    perm = np.random.default_rng(c.seed).permutation(len(tr))
-    n_val = max(1, int(round(c.val_frac * len(tr))))
-    return dict(train=MemoryDetection(tr, np.sort(perm[n_val:]), aug), val=MemoryDetection(tr, np.sort(perm[:n_val])), test=MemoryDetection(te))
+    out, tr = {}, None
+    if 'train' in names or 'val' in names:                   # val is a seeded part of the train folder
+        tr = YOLODetection(c.root, 'train', img_size=c.img_size)
+        perm = np.random.default_rng(c.seed).permutation(len(tr))
+        n_val = max(1, int(round(c.val_frac * len(tr))))
+        parts = dict(train=MemoryDetection(tr, np.sort(perm[n_val:]), aug), val=MemoryDetection(tr, np.sort(perm[:n_val])))
+        out.update({s: parts[s] for s in ('train', 'val') if s in names})
+    if 'test' in names:
+        out['test'] = MemoryDetection(YOLODetection(c.root, _yolo_eval_split(c.root), img_size=c.img_size, class_names=None if tr is None else tr.class_names))
+    return {s: out[s] for s in names}
 
 # %% ../nbs/11b_detect.ipynb #66c3f50d
 class RawDetector(nn.Module):
@@ -161,6 +170,39 @@ def score_detections(model:nn.Module, ds, device='cpu', batch_size:int=16, boxes
             for b, s, l in zip(p['boxes'].tolist(), p['scores'].tolist(), p['labels'].tolist()): boxes.append((f, names[l], s, *b))
     return detection_metrics(preds, targets, len(names), class_names=names)
 
+def _no_boxes(base, s:str) -> str:
+    "Why split `s` of YOLO set `base` has no box at all: no labels folder (misnamed?), or every label file empty."
+    lbl, img = Path(base.lbl_dir), Path(base.img_dir)
+    if not lbl.is_dir():
+        near = sorted(p.name for p in img.parent.iterdir() if p.is_dir() and p != img)
+        return (f"the {s} split: no labels folder {lbl} for the images in {img}" + (f" (folders beside it: {', '.join(near)}; a YOLO set names it 'labels')" if near else '')
+                + "; a detector trained without boxes learns nothing")
+    return f"the {s} split: every label file in {lbl} is empty (0 boxes in {len(base)} images); a detector trained without boxes learns nothing"
+
+def check_detection_data(splits:dict, c:RunConfig) -> dict:
+    "Checks before the first epoch: every picture of a YOLO folder decoded (kept in memory for the run), boxes present (unless `allow_empty`), no picture in train and test."
+    n = {s: len(d) for s, d in splits.items()}
+    for s, d in splits.items():
+        if not len(d): raise ValueError(f"the {s} split is empty: every split needs at least one picture")
+    files = c.data != 'synth_fer'
+    if files:
+        bases = {}
+        for s, d in splits.items():
+            bases.setdefault(id(d.base), (s, d.base))
+            bad = []
+            for i in range(len(d)):
+                try: d.sample(i)                                # decode + letterbox once: the run reads it from memory
+                except (OSError, ValueError) as e: bad.append(str(e))
+            if bad: raise ValueError(f"the {s} split: {len(bad)} of {len(d)} pictures do not read; first: {bad[0]}")
+        for s, base in bases.values():
+            if base.stats['boxes'] == 0 and not c.allow_empty:
+                raise ValueError(f"{_no_boxes(base, 'train' if s in ('train', 'val') else s)}; fix the folder, or pass allow_empty=True to train anyway")
+        if 'train' in splits and 'test' in splits:
+            common = {str(Path(f).resolve()) for f in splits['train'].base.files} & {str(Path(f).resolve()) for f in splits['test'].base.files}
+            if common: raise ValueError(f"the train and test splits share {len(common)} picture(s), first {sorted(common)[0]}: a test score on "
+                                        f"trained-on pictures is wrong; point data.yaml's val/test at another folder")
+    return dict(n=n, full=files, line=f"{', '.join(f'{s} {k}' for s, k in n.items())} pictures ({'rendered in memory' if not files else 'every picture decoded and letterboxed in memory'})")
+
 class DetectionTask(Task):
     "Expression detection (YOLOX, FER-YOLO-Mamba) as a task of the run engine."
     name, datasets, synthetic, table_name = 'detection', DET_DATASETS, ('synth_fer',), 'per_class'
@@ -172,12 +214,10 @@ class DetectionTask(Task):
         return c.replace(lr_schedule='cosine' if c.lr_schedule == 'auto' else c.lr_schedule,
                          augment=('off' if c.data == 'synth_fer' else 'on') if c.augment == 'auto' else c.augment)
     def splits(self, c:RunConfig) -> dict: return detection_splits(c)
-    def check_data(self, splits:dict, c:RunConfig) -> dict:
-        n = {s: len(d) for s, d in splits.items()}
-        return dict(n=n, line=f"{', '.join(f'{s} {k}' for s, k in n.items())} pictures ({'rendered' if c.data == 'synth_fer' else 'letterboxed'} in memory)")
+    def check_data(self, splits:dict, c:RunConfig) -> dict: return check_detection_data(splits, c)
     def build_model(self, c:RunConfig, splits:dict) -> nn.Module:
         names = splits['train'].class_names
-        model = create_model(c.model, pretrained=c.weights, **{'num_classes': len(names), **c.model_kwargs})
+        model = make_model(c.model, c.model_kwargs, c.weights, num_classes=len(names))
         if model.num_classes != len(names): raise ValueError(f"model_kwargs: num_classes={model.num_classes} but the data has {len(names)} classes")
         return model
     def learner(self, model, splits:dict, c:RunConfig, device, callbacks:list, progress:bool) -> Learner:
@@ -196,7 +236,7 @@ class DetectionTask(Task):
         ema = (ck.get('callbacks') or {}).get('EMA_0')
         if ema: sd = {k[len('module.model.'):]: v for k, v in ema['ema'].items() if k.startswith('module.model.')}      # a last.pt: its EMA weights
         elif any(k.startswith('ema.module.') for k in sd): sd = {k[len('ema.module.'):]: v for k, v in sd.items() if k.startswith('ema.module.')}   # a last.pt of older runs
-        return load_weights(rebuild_model(ck['config']['model']), sd, path)
+        return load_weights(rebuild_model(ck['config']['model'], path), sd, path)
     def check_resumable(self, ck:dict, path):
         if any(k.startswith('ema.module.') for k in ck['model']):
             raise ValueError(f"{path}: a last.pt written before the run engine (the EMA weights inside the model's state dict) cannot be resumed "
@@ -233,7 +273,7 @@ def evaluate_detector(ckpt, split:str='test',
         r = root if root is not None or data != cfg['data'] else data_root(cfg, p if p.is_dir() else p.parent)
         changes['root'] = None if r is None else str(r)
     rc = stored.replace(**changes)
-    ds = detection_splits(rc, augment=False)[split]
+    ds = detection_splits(rc, augment=False, only=(split,))[split]   # scoring test needs no train folder
     if len(ds.class_names) != model.num_classes:
         raise ValueError(f"{ckpt}: the detector has {model.num_classes} classes, the data {rc.root or rc.data} has {len(ds.class_names)}")
     m = score_detections(model, ds, next(model.parameters()).device, batch_size, workers=workers)

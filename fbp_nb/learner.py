@@ -546,11 +546,21 @@ def _restore(self:Learner, ck:dict):
     _set_rng_state(ck['rng'], self.gen)   # last: nothing may draw random numbers between here and the first batch
 
 def atomic_save(obj, path:Path):
-    "torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written file."
+    "torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written file; a failed write leaves no `.tmp` and is an OSError naming `path`."
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(path.name + '.tmp')
-    torch.save(obj, tmp_path)
-    os.replace(tmp_path, path)
+    try:
+        torch.save(obj, tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException as e:
+        tmp_path.unlink(missing_ok=True)                       # nothing half-written stays behind (the old `path` is untouched)
+        if isinstance(e, OSError) and e.strerror: raise OSError(e.errno, e.strerror, str(path)) from None
+        if not isinstance(e, RuntimeError): raise
+        import errno, shutil                                   # torch reports a failed write as a RuntimeError ('file write failed')
+        free = shutil.disk_usage(path.parent).free
+        if free < 64 * 2**20: raise OSError(errno.ENOSPC, f"No space left on device ({free / 2**20:.1f} MB free)", str(path)) from None
+        raise OSError(errno.EIO, f"could not write the checkpoint ({str(e).strip().splitlines()[-1][:200]})", str(path)) from None
 
 # %% ../nbs/05_learner.ipynb #0f714854
 class EarlyStopping(Callback):

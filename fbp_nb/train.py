@@ -14,11 +14,12 @@ from .learner import (resolve_device, seed_everything, Learner, Callback, Checkp
 from .models import create_model, list_models, model_info
 
 # %% auto #0
-__all__ = ['TASK_MODULES', 'MAX_WEIGHT', 'RESULT_FILES', 'RUN_FILES', 'RunConfig', 'run_fields', 'Scored', 'Task',
+__all__ = ['TASK_MODULES', 'LIMITS', 'MAX_WEIGHT', 'RESULT_FILES', 'RUN_FILES', 'RunConfig', 'run_fields', 'Scored', 'Task',
            'register_task', 'get_task', 'list_tasks', 'task_for', 'config_for', 'registry_name', 'ConfigCheckpoint',
-           'read_run', 'stored_config', 'root_entries', 'data_root', 'rebuild_model', 'load_weights', 'run_task',
-           'load_run', 'evaluate_run', 'predict_run', 'param_groups', 'EpochPrinter', 'RunResult', 'differing_fields',
-           'same_run', 'check_resume', 'resumed_config', 'check_out', 'RunLock', 'run']
+           'read_run', 'check_stored', 'stored_config', 'root_entries', 'data_root', 'make_model', 'rebuild_model',
+           'load_weights', 'run_task', 'load_run', 'evaluate_run', 'predict_run', 'param_groups', 'EpochPrinter',
+           'RunResult', 'differing_fields', 'same_run', 'check_resume', 'resumed_config', 'check_out', 'RunLock', 'run',
+           'MidRunError']
 
 # %% ../nbs/05b_train.ipynb #ee085b02
 def _opt(default=None, help:str='', task:str|None=None, choices:tuple|None=None, run_defining:bool=True):
@@ -63,6 +64,7 @@ class RunConfig:
     workers: int = _opt(0, "DataLoader worker processes", run_defining=False)
     cache: str|None = _opt(None, "None or 'memory': keep decoded real images in memory", None, (None, 'memory'), run_defining=False)
     on_missing: str = _opt('error', "images listed but not on disk: error, or skip them (counted and reported)", 'regression', ('error', 'skip'))
+    allow_empty: bool = _opt(False, "detection: train although a split has no boxes at all (no labels folder, or every label file empty); otherwise an error before epoch 1", 'detection', run_defining=False)
     out: str|None = _opt(None, "run folder (default: runs/<data>_<model>_<timestamp>)", run_defining=False)
 
     def __post_init__(self): self.validate()
@@ -122,7 +124,7 @@ class Task:
     def check_data(self, splits:dict, c:RunConfig) -> dict:
         "Checks before the first epoch; returns a summary dict ('line': what was checked) written to metrics.json."
         return dict(n={s: len(d) for s, d in splits.items()}, line=f"{', '.join(f'{s} {len(d)}' for s, d in splits.items())} items")
-    def build_model(self, c:RunConfig, splits:dict) -> nn.Module: return create_model(c.model, pretrained=c.weights, **c.model_kwargs)
+    def build_model(self, c:RunConfig, splits:dict) -> nn.Module: return make_model(c.model, c.model_kwargs, c.weights)
     def learner(self, model, splits:dict, c:RunConfig, device, callbacks:list, progress:bool) -> Learner: raise NotImplementedError
     def run_info(self, c:RunConfig, splits:dict, learn:Learner) -> dict:
         "Entries the checkpoint's config needs besides the engine's (e.g. the score scale, class names)."
@@ -137,7 +139,7 @@ class Task:
     def line(self, m:dict) -> str: raise NotImplementedError     # the last printed line of a run, e.g. 'PC=0.854 MAE=0.275 RMSE=0.362'
     def load(self, ck:dict, path) -> nn.Module:
         "The network of checkpoint `ck` (from `read_run`) with its weights; a mismatch is one sentence naming `path`."
-        net = rebuild_model(ck['config']['model'])
+        net = rebuild_model(ck['config']['model'], path)
         load_weights(net, ck['model'], path)
         return net
     def check_resumable(self, ck:dict, path):
@@ -173,7 +175,9 @@ def task_for(model:str) -> Task: return get_task(model_info(model).task)
 
 # %% ../nbs/05b_train.ipynb #bb4ce994
 _TYPES = {'str': (str,), 'str|None': (str, type(None)), 'int': (int,), 'int|None': (int, type(None)), 'float': (int, float),
-          'float|None': (int, float, type(None)), 'dict': (dict,), 'list|None': (list, type(None))}
+          'float|None': (int, float, type(None)), 'dict': (dict,), 'list|None': (list, type(None)), 'bool': (bool,)}
+LIMITS = dict(img_size=(32, 4096), n_train=(1, 10**7), n_val=(1, 10**7), n_test=(1, 10**7), batch_size=(1, 65536), epochs=(1, 10**5),
+              lr_decay_every=(1, 10**5), workers=(0, 256), seed=(0, 2**32 - 1))   # (lowest, highest) of the int fields: a checkpoint's config is held to them too
 
 def _validate(self:RunConfig, flag=lambda k: k) -> RunConfig:
     "Check types, choices, ranges, the model, its task's data and fields; a bad value is a ValueError naming the field (as `flag(name)`)."
@@ -182,19 +186,18 @@ def _validate(self:RunConfig, flag=lambda k: k) -> RunConfig:
     for k, f in F.items():
         t = str(f.type).replace(' ', '')
         v, ok = getattr(self, k), _TYPES[t]
-        if isinstance(v, bool) or not isinstance(v, ok): bad(k, f"expected {t}, got {type(v).__name__} {v!r}")
+        if (isinstance(v, bool) and t != 'bool') or not isinstance(v, ok): bad(k, f"expected {t}, got {type(v).__name__} {v!r}")   # True is an int: refused there
         ch = f.metadata['choices']
         if ch is not None and v not in ch: bad(k, f"{v!r} is not one of {', '.join(map(repr, ch))}")
-    for k in ('n_train', 'n_val', 'n_test', 'batch_size', 'epochs', 'lr_decay_every'):
-        if getattr(self, k) is not None and getattr(self, k) < 1: bad(k, f"must be >= 1, got {getattr(self, k)}")
-    if self.img_size is not None and self.img_size < 32: bad('img_size', f"must be >= 32, got {self.img_size}")
+    for k, (lo, hi) in LIMITS.items():
+        v = getattr(self, k)
+        if v is not None and not lo <= v <= hi: bad(k, f"must be {f'>= {lo}' if v < lo else f'<= {hi}'}, got {v}")
     if not 0 < self.val_frac < 1: bad('val_frac', f"must be between 0 and 1, got {self.val_frac}")
     for k in ('lr', 'fresh_lr_mult', 'cls_weight'):
         v = getattr(self, k)
         if v is not None and not (0 < v < float('inf')): bad(k, f"must be a finite number > 0, got {v}")
     if self.wd is not None and not 0 <= self.wd < float('inf'): bad('wd', f"must be a finite number >= 0, got {self.wd}")
     if not 0 < self.lr_decay <= 1: bad('lr_decay', f"must be in (0, 1], got {self.lr_decay}")
-    if self.workers < 0: bad('workers', f"must be >= 0, got {self.workers}")
     if not all(isinstance(k, str) for k in self.model_kwargs): bad('model_kwargs', f"keys must be strings, got {list(self.model_kwargs)}")
     try: json.dumps(self.model_kwargs)
     except TypeError as e: bad('model_kwargs', f"values must be JSON-like ({e})")
@@ -253,11 +256,26 @@ def read_run(path, resume:bool=False, # True: the file must be a run's last.pt (
     if bad is not None or big > MAX_WEIGHT:
         why = f"non-finite weights ({bad})" if bad is not None else f"exploding weights (largest |w| = {big:.3g} > {MAX_WEIGHT:g})"
         raise ValueError(f"{p}: refused: {why}: the run diverged; retrain it with a lower --lr")
+    check_stored(ck['config'], p)
     if resume and not all(k in ck for k in ('opt', 'epoch', 'rng', 'history')):
         last = p.parent/'last.pt'
         raise ValueError(f"resume {p}: not a resumable checkpoint (a final model.pt holds the selected weights only, no optimiser "
                          f"state or epoch); resume from the run's last.pt" + (f" ({last})" if last.is_file() and last != p else ''))
     return ck
+
+def check_stored(config:dict, path) -> RunConfig:
+    "The `RunConfig` of a checkpoint's `config`, held to `RunConfig`'s bounds, and consistent with the model entry it rebuilds; anything else is one sentence naming `path`."
+    try: c = stored_config(config)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: its stored config is refused ({type(e).__name__ + ': ' if isinstance(e, (KeyError, TypeError, AttributeError)) else ''}{e}); the file was changed or is not a fbp_train run") from None
+    mc = config.get('model')
+    if not isinstance(mc, dict) or not isinstance(mc.get('name'), str) or not isinstance(mc.get('kwargs', {}), dict):
+        raise ValueError(f"{path}: its stored config is refused (no model entry with a name and keyword dict)")
+    if mc['name'] not in (c.model, registry_name(c)):
+        raise ValueError(f"{path}: its stored config is refused (model entry {mc['name']!r}, but the run trained {c.model!r}); the file was changed")
+    if 'img_size' in config and config['img_size'] != c.img_size:
+        raise ValueError(f"{path}: its stored config is refused (img_size {config['img_size']!r}, but the run trained at {c.img_size})")
+    return c
 
 _LEGACY = dict(width_mult=1.0, stem='auto')   # options of runs saved before RunConfig, now model_kwargs
 _OLD_DEFAULTS = dict(cls_weight=1.0)          # fields of another task that older runs stored with a value, now None
@@ -296,9 +314,14 @@ def data_root(config:dict, # a checkpoint's `config` dict
     raise FileNotFoundError(f"data root of the run not found; tried {', '.join(map(str, tries))} (pass root= / --root)")
 
 # %% ../nbs/05b_train.ipynb #0b7b48ac
-def rebuild_model(mc:dict) -> nn.Module:
+def make_model(name:str, kwargs:dict, pretrained=None, where:str='model_kwargs', **fixed) -> nn.Module:
+    "`create_model(name, pretrained, **fixed, **kwargs)`; a keyword the builder does not take, or a value of the wrong type, is one sentence starting with `where`."
+    try: return create_model(name, pretrained=pretrained, **{**fixed, **kwargs})
+    except TypeError as e: raise ValueError(f"{where}: {name} cannot be built with {kwargs} ({e})") from None
+
+def rebuild_model(mc:dict, path=None) -> nn.Module:
     "The network of a checkpoint's `config['model']` (runs saved before the registry: name + width_mult/bn_frozen/stages)."
-    if 'kwargs' in mc: return create_model(mc['name'], **mc['kwargs'])
+    if 'kwargs' in mc: return make_model(mc['name'], mc['kwargs'], where=f"{path or 'checkpoint'}: its stored model")
     kw = {k: mc[k] for k in ('width_mult', 'bn_frozen') if mc.get(k) is not None and mc['name'] == 'mobilenet_v2'}
     if mc['name'].startswith('mamba_cnn'): kw = dict(width_mult=mc.get('width_mult', 1.0), **({'stages': mc['stages']} if mc.get('stages') else {}))
     return create_model(mc['name'], **kw)
@@ -478,7 +501,19 @@ def run(config:RunConfig, # what to train (a dict is converted with `RunConfig.f
         except DivergenceError as e:
             last = f"; {out/'last.pt'} holds the last epoch before it (for diagnosis)" if (out/'last.pt').exists() else ''
             raise DivergenceError(f"{e}. No model.pt written in {out}{last}") from None
+        except KeyboardInterrupt: raise KeyboardInterrupt(_how_to_continue(out, 'interrupted')) from None
+        except (OSError, ValueError) as e:                        # a file that broke after the checks (e.g. an image truncated meanwhile)
+            raise MidRunError(_how_to_continue(out, str(e) if not (isinstance(e, OSError) and e.strerror) else f"{e.strerror}: {e.filename}")) from None
         return _finish(task, learn, splits['test'], out, info, cfg, time.time() - t0, checked)
+
+class MidRunError(ValueError):
+    "A data or file failure met during training, after the checks; its message names the file and says how to continue the run."
+
+def _how_to_continue(out:Path, what:str) -> str:
+    "`what` happened during the fit: say whether the run can continue (its last.pt) and how."
+    last = out/'last.pt'
+    if not last.is_file(): return f"{what}; before the first epoch ended (nothing saved): start the run again"
+    return f"{what}; {last} holds the last finished epoch: after the fix, continue with resume={last}"
 
 def _finish(task:Task, learn:Learner, test_ds, out:Path, info:dict, cfg:RunConfig, seconds:float, checked:dict) -> RunResult:
     "Score the test split once; write model.pt, test_predictions.csv, metrics.json and learning_curves.png; print the table and the last line."

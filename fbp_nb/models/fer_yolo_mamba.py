@@ -8,7 +8,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from . import register_model
-from .yolox import ConvBnAct, PAFPN, YOLOX
+from .yolox import ConvBnAct, PAFPN, YOLOX, load_detector_weights
 from .vmamba import VSSBlock, init_vss_weights
 
 # %% auto #0
@@ -115,7 +115,7 @@ FER_PRESETS = {
 def _fer_builder(name:str):
     def build(pretrained=None, num_classes:int=7, **kw) -> FERYOLOMamba:
         m = FERYOLOMamba(num_classes, **{**FER_PRESETS[name], **kw})
-        if pretrained is not None: m.load_state_dict(torch.load(pretrained, map_location='cpu', weights_only=True))
+        if pretrained is not None: load_detector_weights(m, pretrained, name)
         m.init_kwargs = dict(num_classes=num_classes, **kw)
         return m
     build.__name__ = name

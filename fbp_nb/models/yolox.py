@@ -14,7 +14,8 @@ from . import register_model
 # %% auto #0
 __all__ = ['PRESETS', 'ConvBnAct', 'DWConv', 'conv3', 'Focus', 'Bottleneck', 'CSPLayer', 'SPPBottleneck', 'CSPDarknet', 'PAFPN',
            'DecoupledHead', 'make_grid', 'decode_outputs', 'box_iou_cxcywh', 'iou_loss', 'center_prior',
-           'simota_assign', 'yolox_loss', 'postprocess', 'YOLOX', 'MobileNetV2Backbone', 'yolox_mnv2']
+           'simota_assign', 'yolox_loss', 'postprocess', 'YOLOX', 'detector_state_dict', 'load_detector_weights',
+           'MobileNetV2Backbone', 'yolox_mnv2']
 
 # %% ../../nbs/11_yolox.ipynb #863902c2
 class ConvBnAct(nn.Module):
@@ -301,11 +302,31 @@ class YOLOX(nn.Module):
         return self.predict(pred)
 
 # %% ../../nbs/11_yolox.ipynb #9d3b6d5c
+def detector_state_dict(pretrained, who:str) -> tuple:
+    "(path, tensor state dict) of a detector's weights file: a run's model.pt (its 'model' entry), a plain state dict or an ImageNet file; random bytes or a pickle payload are one sentence naming the file."
+    from fbp_nb.models.mamba_cnn import weights_path
+    from fbp_nb.learner import load_checkpoint            # the course's checkpoint reader: weights_only=True, payloads refused
+    path = weights_path(pretrained, who)
+    ck = load_checkpoint(path)
+    sd = ck.get('model', ck.get('state_dict', ck)) if isinstance(ck, dict) else ck
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{who}: {path}: not a state dict (name -> tensor) nor a run's model.pt")
+    return path, {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+
+def load_detector_weights(m:nn.Module, pretrained, who:str) -> nn.Module:
+    "Load a weights file into detector `m`: a run's model.pt (its 'model' entry) or a plain state dict of `m`; anything else (another model, random bytes, a pickle payload) is one sentence naming the file."
+    from fbp_nb.models.mamba_cnn import check_state_dict
+    path, sd = detector_state_dict(pretrained, who)
+    check_state_dict(m, sd, f"{who}: {path}")
+    m.load_state_dict(sd)
+    m.pretrained_keys = set(sd)                           # every tensor came from the file (fresh_lr_mult has nothing fresh to speed up)
+    return m
+
 def _yolox_builder(preset:str):
     d0, w0, dw = PRESETS[preset]
     def build(pretrained=None, num_classes:int=7, width:float|None=None, depth:float|None=None, **kw) -> YOLOX:
         m = YOLOX(num_classes, d0 if depth is None else depth, w0 if width is None else width, dw, **kw)
-        if pretrained is not None: m.load_state_dict(torch.load(pretrained, map_location='cpu', weights_only=True))
+        if pretrained is not None: load_detector_weights(m, pretrained, f'yolox_{preset}')
         m.init_kwargs = dict(num_classes=num_classes, **({} if width is None else {'width': width}), **({} if depth is None else {'depth': depth}), **kw)
         return m
     build.__name__ = f'yolox_{preset}'
@@ -352,9 +373,8 @@ class MobileNetV2Backbone(nn.Module):
 def yolox_mnv2(pretrained=None,   # an ImageNet MobileNetV2 state dict (-> trunk) or a state dict of this detector
                num_classes:int=7, width:float=0.25, depth:float=0.33, depthwise:bool=True, width_mult:float=1.0, **kw) -> YOLOX:
     "YOLOX with a MobileNetV2 trunk (strides 8/16/32) under a nano-sized PAFPN neck and head; `model.pretrained_keys` names the tensors from the file."
-    from fbp_nb.models.mamba_cnn import weights_path, read_state_dict, is_mobilenet_v2_state_dict, check_state_dict
-    path = None if pretrained is None else weights_path(pretrained, 'yolox_mnv2')
-    sd = None if path is None else read_state_dict(path)       # read once: ImageNet trunk or this detector's weights
+    from fbp_nb.models.mamba_cnn import is_mobilenet_v2_state_dict, check_state_dict
+    path, sd = (None, None) if pretrained is None else detector_state_dict(pretrained, 'yolox_mnv2')   # read once: ImageNet trunk, this detector's weights or its run
     m = YOLOX(num_classes, depth, width, depthwise, backbone=MobileNetV2Backbone(None, width_mult), **kw)
     if sd is not None and is_mobilenet_v2_state_dict(sd): m.backbone.backbone.load_imagenet(sd, path)
     elif sd is not None:
