@@ -496,8 +496,8 @@ class SCUTFBP5500(BeautyDataset):
         "(86, 2) float32 landmarks of image `i`, or None if its .pts file is empty."
         f = self.landmark_file(i)
         if not f.is_file(): raise FileNotFoundError(f"landmark file {f} not found (image {self.names[i]})")
-        lm, need = read_pts(f, empty='none'), max(SCUT_LEFT_EYE + SCUT_RIGHT_EYE) + 1
-        if lm is not None and len(lm) < need:
+        lm = read_pts(f, empty='none')
+        if lm is not None and len(lm) < 58:                   # the crop needs the eye points 42-57 (SCUT_LEFT_EYE, SCUT_RIGHT_EYE below)
             raise ValueError(f"{f}: {len(lm)} landmark points, but SCUT-FBP5500's files hold 86 (the eyes are points 42-57): "
                              f"replace the file with the release's, or train with align='none'")
         return lm
