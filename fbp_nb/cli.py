@@ -399,8 +399,10 @@ def predict_main(argv:list[str]|None=None) -> int:
     a = predict_parser().parse_args(sys.argv[1:] if argv is None else argv)
     def go():
         resolve_device(a.device)
-        from fbp_nb.interpret import METHODS              # the method is checked before any photo is scored
-        if a.cam_method not in METHODS: raise ValueError(f"--cam-method: {a.cam_method!r} is not one of {', '.join(METHODS)}")
+        if a.cam is not None:                             # the method (and the grad-cam package) are checked before any photo is scored
+            from fbp_nb.interpret import cam_class
+            try: cam_class(a.cam_method)
+            except ValueError as e: raise ValueError(f"--cam-method: {e}") from None
         cfg = read_run(a.ckpt)['config']
         if run_task(cfg).name == 'detection': return _predict_boxes(a)   # the task follows the checkpoint
         for flag, v in (('--out', a.out), ('--conf', a.conf)):

@@ -260,6 +260,6 @@ def test_sigint_is_one_line_and_exit_130(tmp_path):
 def test_predict_checks_the_cam_method_first_and_takes_a_run_folder(reg_run, tmp_path):
     SynthFaces(1, img_size=32, split='test').render(0).save(tmp_path / 'face.png')
     rc, out, err = call(predict_main, [str(reg_run / 'model.pt'), str(tmp_path / 'face.png'), '--cam', str(tmp_path / 'cam'), '--cam-method', 'nope', '--device', 'cpu'])
-    assert rc == 2 and out == '' and "--cam-method: 'nope' is not one of gradcam" in err, err
+    assert rc == 2 and out == '' and "--cam-method: cam: unknown method 'nope'" in err, err
     rc, out, err = call(predict_main, [str(reg_run), str(tmp_path / 'face.png'), '--device', 'cpu'])     # the run folder
     assert rc == 0 and out.startswith(f"{tmp_path / 'face.png'}\t"), err
