@@ -68,3 +68,21 @@ def test_two_concurrent_runs_into_one_folder(tmp_path):
     assert 'another run is writing this folder' in err or 'holds a finished run' in err, err
     seed = next(s for (rc, _), s in zip(res, (0, 1)) if rc == 0)
     assert stored_config(read_run(out)['config']).seed == seed == RunConfig.from_json(out / 'config.json').seed
+
+def test_a_killed_rerun_leaves_no_disagreeing_files(finished, tmp_path):
+    "--overwrite removes the old run's files before the new config is written: killed at any moment, the folder never pairs the old model.pt with the new config.json."
+    out = tmp_path / 'killed'; shutil.copytree(finished, out)
+    exe = shutil.which('fbp_train', path=os.path.dirname(sys.executable)) or shutil.which('fbp_train')
+    p = subprocess.Popen([exe, *TINY, '--epochs', '3', '--seed', '7', '--out', str(out), '--overwrite'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    def new_config():
+        try: return RunConfig.from_json(out / 'config.json').seed == 7
+        except (OSError, ValueError): return False                          # not there, or being written
+    while not new_config():
+        assert time.time() - t0 < 300, 'the new config.json never appeared'
+        assert p.poll() is None, 'the run ended before it could be killed'
+        time.sleep(0.05)
+    p.kill(); p.wait()
+    assert RunConfig.from_json(out / 'config.json').seed == 7
+    assert not (out / 'model.pt').exists() and not (out / 'metrics.json').exists()      # the old results are gone, none new yet
+    if (out / 'last.pt').exists(): assert stored_config(read_run(out / 'last.pt', resume=True)['config']).seed == 7
