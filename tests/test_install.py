@@ -55,6 +55,34 @@ def test_wheel_contents(tmp_path):
     for mod in ('ssm', 'scan', 'mamba', 'cli', '_modidx'): assert f'fbp_nb/{mod}.py' in names
     ep = next(n for n in names if n.endswith('entry_points.txt'))
     assert 'fbp = fbp_nb.cli:main' in zipfile.ZipFile(whl).read(ep).decode()
+    results = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / 'fbp_nb' / 'results').rglob('*.json'))
+    assert not set(results) - set(names), f'result records missing from the wheel: {sorted(set(results) - set(names))}'
+    meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith('.dist-info/METADATA'))).decode()
+    status = next(l for l in meta.splitlines() if l.startswith('Classifier: Development Status'))
+    names_of = {'1': 'Planning', '2': 'Pre-Alpha', '3': 'Alpha', '4': 'Beta', '5': 'Production/Stable'}
+    assert status.endswith(f": {S['status']} - {names_of[S['status']]}"), status   # settings' status (3: Alpha), not the next one
+    assert f"Requires-Python: >={S['min_python']}" in meta
+    pys = [l.rsplit(':: ', 1)[1] for l in meta.splitlines() if l.startswith('Classifier: Programming Language :: Python ::')]
+    assert pys[0] == S['min_python'], pys
+    assert 'Provides-Extra: bench' in meta
+
+def test_result_records_ship_at_any_depth(tmp_path):
+    "JSON records under fbp_nb/results/ (sub-folders too) go into the sdist and the wheel built from it (`pip install .`)."
+    src = tmp_path / 'src'
+    src.mkdir()
+    for f in ('settings.ini', 'setup.py', 'MANIFEST.in', 'README.md', 'LICENSE', 'CITATION.cff'): shutil.copy(ROOT / f, src / f)
+    shutil.copytree(ROOT / 'fbp_nb', src / 'fbp_nb', ignore=shutil.ignore_patterns('__pycache__', 'results'))
+    for rel in ('results/top.json', 'results/sub/mid.json', 'results/sub/deeper/low.json'):
+        (src / 'fbp_nb' / rel).parent.mkdir(parents=True, exist_ok=True); (src / 'fbp_nb' / rel).write_text('{}')
+    sdist = _build_sdist_from(src, tmp_path / 'dist')
+    inner = {n.split('/', 1)[1] for n in tarfile.open(sdist).getnames() if '/' in n}
+    r = _run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index', '-q', '-w', tmp_path / 'whl', sdist])
+    if r.returncode and 'No module named' in r.stderr: pytest.skip(f'no offline build backend: {r.stderr[-300:]}')
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = set(zipfile.ZipFile(next((tmp_path / 'whl').glob('*.whl'))).namelist())
+    for rel in ('results/top.json', 'results/sub/mid.json', 'results/sub/deeper/low.json'):
+        assert f'fbp_nb/{rel}' in inner, f'{rel} missing from the sdist (MANIFEST.in)'
+        assert f'fbp_nb/{rel}' in names, f'{rel} missing from the wheel (package_data)'
 
 
 # --- issue 13: the package installs from its sdist, as a library user expects --------------------------------------
@@ -71,11 +99,13 @@ def _run(args, **kw):
     r = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
     return r
 
-def _build_sdist(out):
+def _build_sdist(out): return _build_sdist_from(ROOT, out)
+
+def _build_sdist_from(root, out):
     "`python -m build --sdist --no-isolation` (offline), else the legacy `setup.py sdist`."
-    r = _run([sys.executable, '-m', 'build', '--sdist', '--no-isolation', '--outdir', out, ROOT])
+    r = _run([sys.executable, '-m', 'build', '--sdist', '--no-isolation', '--outdir', out, root])
     if r.returncode and 'No module named build' in r.stderr:
-        r = _run([sys.executable, 'setup.py', '-q', 'sdist', '-d', out], cwd=ROOT)
+        r = _run([sys.executable, 'setup.py', '-q', 'sdist', '-d', out], cwd=root)
     if r.returncode and 'No module named' in r.stderr: pytest.skip(f'no offline build backend: {r.stderr[-300:]}')
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return next(pathlib.Path(out).glob('fbp_nb-*.tar.gz'))
@@ -164,6 +194,13 @@ def test_license_file_matches_settings():
     assert 'Copyright 2026 fbp_nb contributors' in text
     cff = (ROOT / 'CITATION.cff').read_text(encoding='utf-8')
     assert 'cff-version: 1.2.0' in cff and 'license: Apache-2.0' in cff and 'references:' in cff
+    user, repo = S['user'], S['repo']
+    assert f'repository-code: "https://github.com/{user}/{repo}"' in cff
+    for arxiv in ('2312.00752', '2107.08430', '2401.10166', '1610.02391', '2509.01431', '2510.16220', '2405.01828'):
+        assert f'arXiv:{arxiv}' in cff, f'CITATION.cff: arXiv:{arxiv} missing'
+    yaml = pytest.importorskip('yaml')
+    refs = yaml.safe_load(cff)['references']
+    assert all(r.get('title') and r.get('authors') and r.get('type') for r in refs)
     assert set((ROOT / 'MANIFEST.in').read_text().split()) >= {'settings.ini', 'README.md', 'LICENSE', 'CITATION.cff'}
 
 def _floor(name):
