@@ -216,3 +216,28 @@ def test_torch_floors():
     import torch, torchvision
     from torchvision.transforms import v2
     torch.amp.GradScaler('cuda', enabled=False); v2.ToImage(); v2.ToDtype(torch.float32, scale=True)
+
+def test_nbdev_docs_config_and_workflows():
+    "nbdev's standard docs configuration and the two GitHub workflows: valid YAML, commands that exist here, the README's test command."
+    yaml = pytest.importorskip('yaml')
+    q = yaml.safe_load((ROOT / 'nbs' / '_quarto.yml').read_text())
+    assert q['project']['type'] == 'website' and 'nbdev.yml' in q['metadata-files']
+    assert (ROOT / 'nbs' / q['format']['html']['css']).exists()
+    ny = yaml.safe_load((ROOT / 'nbs' / 'nbdev.yml').read_text())
+    assert ny['website']['repo-url'] == f"https://github.com/{S['user']}/{S['repo']}" and ny['project']['output-dir'] == S['doc_path']
+    wf = ROOT / '.github' / 'workflows'
+    test, deploy = (yaml.safe_load((wf / f).read_text()) for f in ('test.yaml', 'deploy.yaml'))
+    runs = '\n'.join(s.get('run', '') for s in test['jobs']['test']['steps'])
+    readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+    sec = readme[readme.index('## Quickstart'):]
+    block = sec[sec.index('```sh') + 5: sec.index('```', sec.index('```sh') + 5)].strip().splitlines()
+    assert block[1].split('&& ')[-1] in runs.splitlines()[-1], 'the test workflow must end with the README\'s test command'
+    ci = (ROOT / '.ci' / 'run').read_text()
+    for cmd in ('pip install torch==', 'pip install -e ".[dev]"', 'nbdev_export', 'nbdev_clean', 'python .ci/render_readme.py --check'):
+        assert cmd in runs and cmd in ci, cmd
+    torch_pin = re.search(r'torch==\S+ torchvision==\S+', ci)[0]
+    assert torch_pin in runs and torch_pin in block[0], 'one torch pin in .ci/run, the workflow and the README'
+    for exe in ('nbdev_export', 'nbdev_clean', 'nbdev_docs'):
+        assert shutil.which(exe, path=os.path.dirname(sys.executable)) or shutil.which(exe), f'{exe} not installed'
+    steps = deploy['jobs']['deploy']['steps']
+    assert any(s.get('uses', '').startswith('fastai/workflows/quarto-ghp') for s in steps)
