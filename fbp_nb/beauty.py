@@ -19,10 +19,11 @@ from .train import (RunConfig, Task, Scored, register_task, registry_name, param
                           load_run, make_model, MAX_WEIGHT)
 
 # %% auto #0
-__all__ = ['DATASETS', 'COLLAPSE', 'TASK', 'CROPS', 'ImageSplit', 'FoldView', 'eval_transform', 'DetectorCrop', 'load_splits',
-           'check_images', 'check_splits', 'check_overlap', 'describe_check', 'score_split', 'metrics_line',
-           'format_metrics', 'loss_setup', 'BeautyTask', 'scorer', 'run_splits', 'evaluate_regressor', 'photo_crop',
-           'prepare_photo', 'predict_photos']
+__all__ = ['DATASETS', 'COLLAPSE', 'TASK', 'CROPS', 'FACE_CHECK_SIDE', 'ImageSplit', 'FoldView', 'eval_transform', 'DetectorCrop',
+           'load_splits', 'check_images', 'check_splits', 'check_overlap', 'describe_check', 'score_split',
+           'metrics_line', 'format_metrics', 'loss_setup', 'BeautyTask', 'FlipTTA', 'scorer', 'run_splits',
+           'evaluate_regressor', 'photo_crop', 'prepare_photo', 'NoFaceWarning', 'find_face', 'PhotoScore',
+           'photo_table', 'predict_photos']
 
 # %% ../nbs/05c_beauty.ipynb #3d38b93d
 DATASETS = ('synth', 'scut', 'mebeauty', 'kdef')       # beauty data (scores): the embedded SynthFaces and three real sets
@@ -235,8 +236,6 @@ def describe_check(c:dict) -> str:
 # %% ../nbs/05c_beauty.ipynb #2dc1860b
 COLLAPSE = 1e-3   # predictions whose std is below this fraction of the target range are "collapsed to a constant"
 
-COLLAPSE = 1e-3   # predictions whose std is below this fraction of the target range are "collapsed to a constant"
-
 def score_split(learn:Learner, ds,
                 predictions:list|None=None, # when given: the `name,group,target,pred` table (a DataFrame) is appended to it
                 scale=None, # (lo, hi) the model's predictions are on; when `ds.scale` differs they are mapped onto it first
@@ -347,7 +346,18 @@ class _Photos(torch.utils.data.Dataset):
     def __len__(self): return len(self.xs)
     def __getitem__(self, i): return self.xs[i]
 
-def scorer(ckpt, ds=None, device='auto', batch_size:int=32, workers:int=0, model:str|None=None) -> Learner:
+class FlipTTA(nn.Module):
+    "Test-time augmentation: the mean of `model(x)` and `model(x mirrored left-right)`, both views in one batch."
+    def __init__(self, model:nn.Module):
+        super().__init__()
+        self.model = model
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        a, b = self.model(torch.cat([x, torch.flip(x, dims=(-1,))])).chunk(2)
+        return (a + b) / 2
+
+def scorer(ckpt, ds=None, device='auto', batch_size:int=32, workers:int=0, model:str|None=None,
+           tta:bool=False, # True: average the prediction of each image and of its mirror image (`FlipTTA`)
+          ) -> Learner:
     "A Learner holding the model of `ckpt` (a beauty run's checkpoint), ready to `predict`/score `ds`; `model`: the expected model name."
     net, c, task = load_run(ckpt)
     if task.name != 'regression': raise ValueError(f"{ckpt}: a {task.name} run, not a beauty regressor")
@@ -356,6 +366,7 @@ def scorer(ckpt, ds=None, device='auto', batch_size:int=32, workers:int=0, model
     ts = net.run_info['target_scaler']
     if not ts: raise ValueError(f"{ckpt}: no target range stored (not a regression checkpoint)")
     if ds is None: ds = _Photos([torch.zeros(3, c.img_size, c.img_size)])
+    if tta: net = FlipTTA(net)
     return Learner(net, ds, ds, batch_size=batch_size, device=resolve_device(device), seed=None, num_workers=workers, progress=False,
                    early_stop=None, lr_patience=None, target_scaler=TargetScaler(**ts))
 
@@ -374,6 +385,7 @@ def evaluate_regressor(ckpt, # a run's model.pt (or last.pt)
              split:str='test', # 'train', 'val' or 'test'
              device='auto', workers:int=0, model:str|None=None, # model: the expected model name (another one is an error)
              batch_size:int|None=None, root=None, # root: the data folder (default: found from the run, see `data_root`)
+             tta:bool=False, # True: each image's score is the mean of the image's and its mirror image's (horizontal flip)
              **changes, # other data fields of the RunConfig (data, protocol, val_frac, n_train, n_val, n_test, cache, on_missing)
             ) -> tuple:
     "(metrics, per-group table) of `ckpt`'s model on `split` of its data (or of `changes`'s); only that split is loaded."
@@ -383,7 +395,9 @@ def evaluate_regressor(ckpt, # a run's model.pt (or last.pt)
     cfg = read_run(ckpt)['config']
     c = stored_config(cfg)
     # predictions are on the scale the model was trained on; on a data set with another scale they are mapped onto it
-    return score_split(scorer(ckpt, ds, device, batch_size or c.batch_size, workers, model), ds, scale=tuple(cfg['scale']))
+    m, table = score_split(scorer(ckpt, ds, device, batch_size or c.batch_size, workers, model, tta=tta), ds, scale=tuple(cfg['scale']))
+    if tta: m['tta'] = 'flip'
+    return m, table
 
 # %% ../nbs/05c_beauty.ipynb #e979ce38
 CROPS = {'none': 'the whole photo (the model was trained unaligned)',
@@ -399,19 +413,58 @@ def photo_crop(ckpt_config:dict, align=None) -> str:
     if align not in CROPS: raise ValueError(f"align: {align!r} is not none, landmarks or detector")
     return align
 
-def prepare_photo(path, size:int, crop:str, notes:list):
-    "Photo `path` -> PIL image with crop `crop` ('none': as is; else the aligner's crop; no face found: as is, with a note)."
-    img = load_image(path)                                   # names the file when missing or corrupt
+def prepare_photo(path, size:int, crop:str, notes:list, img=None):
+    "Photo `path` (or its decoded `img`) -> PIL image with crop `crop` ('none': as is; else the aligner's crop; no face found: as is, with a note)."
+    if img is None: img = load_image(path)                   # names the file when missing or corrupt
     if crop == 'none': return img
     try: return align_photo(img, size)[0]
     except ValueError as e: notes.append(f"{os.fsdecode(path)!r}: {e}; scored unaligned")
     return img
 
+class NoFaceWarning(UserWarning):
+    "A scored picture in which the face detector found no face: its score means little."
+
+FACE_CHECK_SIDE = 256   # pictures whose short side is smaller are enlarged to it before the face check (the detector's smallest face is 60 px)
+_FACE_CHECKER = {}
+
+def find_face(img) -> tuple:
+    "(True, how) when OpenCV's Haar detector finds a face in PIL image `img`; (False, why) when not; (None, why) without OpenCV."
+    if 'fa' not in _FACE_CHECKER:
+        import fbp_nb.data as fd                            # the data module's own detector (the one `align_photo` uses)
+        try: _FACE_CHECKER['fa'] = fd.FaceAligner(224)
+        except ImportError as e: _FACE_CHECKER['fa'] = e
+    fa = _FACE_CHECKER['fa']
+    if isinstance(fa, ImportError): return None, f"no face check: {fa}"
+    w, h = img.size
+    if min(w, h) < FACE_CHECK_SIDE:
+        k = FACE_CHECK_SIDE / min(w, h)
+        img = img.resize((max(1, round(w * k)), max(1, round(h * k))), resample=2)   # bilinear
+    try: det = fa.detect(img)
+    except ValueError: return False, f"no face found in the {w}x{h} picture"   # the original size, not the enlarged one
+    return True, f"face found ({det['method']})"
+
+class PhotoScore(tuple):
+    "(path, score on 1-5, score on the training scale) of one photo, as before; `.face_found`: True, False (warned) or None (not checked)."
+    def __new__(cls, path:str, score:float, raw:float, face_found=None, face:str=''):
+        t = super().__new__(cls, (path, score, raw))
+        t.face_found, t.face = face_found, face
+        return t
+    path, score, raw = (property(lambda s, i=i: s[i]) for i in range(3))
+    def __repr__(self): return f"PhotoScore(path={self[0]!r}, score={self[1]:.3f}, raw={self[2]:.3f}, face_found={self.face_found})"
+
+def photo_table(rows:list):
+    "`predict_photos`'s rows as a DataFrame: path, score (1-5), raw (the training scale), face_found."
+    import pandas as pd
+    return pd.DataFrame(dict(path=[r[0] for r in rows], score=[r[1] for r in rows], raw=[r[2] for r in rows],
+                             face_found=[getattr(r, 'face_found', None) for r in rows]))
+
 def predict_photos(ckpt, paths:list,
                    align=None, # None: the crop the checkpoint was trained with; 'none'/'detector'/'landmarks' (or False) to override
                    device='auto', notes:list|None=None, # notes: collects what the caller should tell the user (else printed to stderr)
+                   tta:bool=False, # True: the mean of the photo's and its mirror image's scores (horizontal flip)
+                   check_face:bool=True, # look for a face in every photo (OpenCV); none found: a `NoFaceWarning` and face_found=False
                   ) -> list:
-    "[(path, score on 1-5, score on the training scale)] for photos `paths`, in order, on the crop the model was trained with."
+    "[`PhotoScore` (path, score on 1-5, score on the training scale; `.face_found`)] for photos `paths`, in order, on the model's crop."
     cfg = read_run(ckpt)['config']
     crop, own = photo_crop(cfg, align), notes is None
     notes = [] if own else notes
@@ -423,10 +476,19 @@ def predict_photos(ckpt, paths:list,
                               f"align='none' scores whole photos instead (a crop the model was not trained on)") from None
     notes.append(f"crop: {CROPS[crop]}" + ('' if crop == stored_config(cfg).align else f" -- NOT the crop the model was trained with ({stored_config(cfg).align})"))
     tf = eval_transform(cfg['img_size'], **cfg['norm'])
-    xs = [tf(prepare_photo(p, cfg['img_size'], crop, notes)) for p in paths]
+    xs, faces = [], []
+    for p in paths:
+        img = load_image(p)                                  # names the file when missing or corrupt
+        faces.append(find_face(img) if check_face else (None, 'not checked'))
+        xs.append(tf(prepare_photo(p, cfg['img_size'], crop, notes, img=img)))
     if own:
         for n in notes: print(f"note: {n}", file=sys.stderr)
-    raw = scorer(ckpt, _Photos(xs), device).predict(_Photos(xs)).reshape(-1)
+    raw = scorer(ckpt, _Photos(xs), device, tta=tta).predict(_Photos(xs)).reshape(-1)
     lo, hi = cfg['scale']
     s15 = np.clip(rescale_scores(raw.numpy().astype(np.float64), (lo, hi), (1., 5.)), 1, 5)
-    return [(os.fsdecode(p) if isinstance(p, bytes) else str(p), float(a), float(b)) for p, a, b in zip(paths, s15, raw)]
+    names = [os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in paths]
+    for n, (found, why) in zip(names, faces):
+        if found is False:
+            warnings.warn(f"{n}: {why} (OpenCV face detector), so its beauty score is not meaningful: the model only learned "
+                          f"to score face photos", NoFaceWarning, stacklevel=2)
+    return [PhotoScore(n, float(a), float(b), found, why) for n, a, b, (found, why) in zip(names, s15, raw, faces)]
