@@ -1,0 +1,86 @@
+"""The registered experiments (chapter 14): every preset builds its configs, every distinct model/loss/optimiser of a preset
+trains one epoch at a tiny size, the committed records load and render, and the README's tables equal what the records give."""
+import json, re
+from pathlib import Path
+import pytest
+import fbp_nb.experiments as X
+from fbp_nb.models import find_weights
+from fbp_nb.train import RunConfig, config_for, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_preset_builds_its_configs():
+    for e in X.EXPERIMENTS.values():
+        for s in e.scales:
+            todo = X.plan(e.name, s)
+            assert todo, (e.name, s)
+            for r, k in todo:
+                if e.rows[r].kind == 'run':
+                    c = X.row_config(e, r, s, k, portable=True)
+                    assert '{' not in (c.root or '') and '{' not in (c.weights or ''), (e.name, s, r)
+
+
+def _tiny(cfg: RunConfig, out) -> RunConfig:
+    "The same model, loss, optimiser and schedule on the embedded synthetic data, a few images, one epoch."
+    det = cfg.task.name == 'detection'
+    weights = cfg.weights if cfg.weights and Path(cfg.weights).is_file() else None
+    d = dict(data='synth_fer' if det else 'synth', root=None, weights=weights, n_train=8, n_val=4, n_test=4, batch_size=4,
+             img_size=64 if det else (96 if cfg.img_size > 128 else cfg.img_size), epochs=1, out=str(out), cache=None, protocol='60-40',
+             align='none', device='cpu')
+    if not det and cfg.model.startswith('mamba_cnn'): d['arch'] = 'full'   # the preset's real network, not the synth default (compact)
+    return cfg.replace(**d)
+
+
+def _distinct_runs():
+    "One row per distinct network, optimiser and schedule of every `paper` preset (the presets the CPU tables do not exercise)."
+    seen = {}
+    for e in X.EXPERIMENTS.values():
+        if 'paper' not in e.scales: continue
+        for r, row in e.rows.items():
+            if row.kind != 'run': continue
+            c = X.row_config(e, r, 'paper', 0, portable=True)
+            det = c.task.name == 'detection'               # a detector's switches change its structure; a regressor's kwargs do not here
+            key = (c.model, json.dumps(c.model_kwargs, sort_keys=True) if det else '', c.optimizer, c.lr_schedule, c.weights is not None)
+            seen.setdefault(key, (e.name, 'paper', r))
+    return sorted(seen.values())
+
+
+@pytest.mark.parametrize('name,scale,row', _distinct_runs())
+def test_preset_row_trains_one_step(name, scale, row, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    e = X.get_experiment(name)
+    cfg = X.row_config(e, row, scale, 0, portable=True)
+    if cfg.weights and find_weights() is not None: cfg = cfg.replace(weights=str(find_weights()))
+    r = run(_tiny(cfg, tmp_path/'run'), progress=False)
+    assert (r.out/'model.pt').exists() and len(r.history) == 1
+
+
+def test_committed_records_render():
+    base = X.packaged_results()
+    names = sorted({p.relative_to(base).parts[:2] for p in base.rglob('seed*.json')})
+    assert ('fer_yolo_mamba_table3', 'cpu') in names and ('vm_beautynet_table', 'cpu') in names
+    for name, var in names:
+        t = X.markdown_table(name, var)
+        assert t.startswith('| ') and 'no records' not in t, (name, var)
+        s = X.summary(name, var)
+        for row, x in s.iterrows():                      # mean over the records, recomputed by hand
+            recs = [json.loads(p.read_text()) for p in (base/name/var/row).glob('seed*.json')]
+            m = X.get_experiment(name).metrics[0]
+            vals = [r['metrics'][m] for r in recs if m in r['metrics']]
+            assert abs(x[m] - sum(vals) / len(vals)) < 1e-12 and x['n'] == len(recs)
+
+
+MARK = re.compile(r'<!-- repro: (\S+) (\S+)( rows=\S+)? -->\n(.*?)\n<!-- /repro -->', re.S)
+
+
+@pytest.mark.parametrize('path', ['README.md', 'nbs/index.ipynb'])
+def test_readme_tables_are_the_records(path):
+    text = (REPO/path).read_text(encoding='utf-8')
+    if path.endswith('.ipynb'):
+        text = '\n\n'.join(''.join(c['source']) for c in json.loads(text)['cells'] if c['cell_type'] == 'markdown')
+    blocks = MARK.findall(text)
+    assert blocks, f"{path}: no <!-- repro: ... --> table"
+    for name, var, rows, table in blocks:
+        want = X.markdown_table(name, var, rows=rows.split('=')[1].split(',') if rows else None)
+        assert table.strip() == want.strip(), f"{path}: the {name} ({var}) table differs from its records:\n{table}\n---\n{want}"
