@@ -555,6 +555,13 @@ register_experiment(Experiment('fer_yolo_mamba_table3', 'Expression detectors an
                                 "COCO-pretrained backbone (not available offline: from scratch here)")},
     metrics=('mAP50', 'mAP', 'params_M', 'ms_per_image'), higher=('mAP50', 'mAP'), after='fbp_nb.experiments:detector_costs'))
 
+register_experiment(Experiment('det_synth', "The detection default on SynthFER and the paper's recipe", "FER-YOLO-Mamba's recipe (chapter 11b)",
+    rows={'default': Row("fbp_train --model yolox_nano --data synth_fer (AdamW 2e-3 cosine, EMA, class term x8)", dict(model='yolox_nano')),
+          'paper_recipe': Row("the paper's recipe: Adam 1e-3, x0.9 every 64 epochs", dict(model='yolox_nano', optimizer='adam', lr=1e-3, lr_schedule='exp'))},
+    scales={'cpu': Scale({}, seeds=(0,), note="the engine's detection defaults: 2500 SynthFER scenes, 192 px, 6 epochs, batch 16"),
+            'paper': Scale(dict(img_size=320, epochs=300), seeds=(0,), note="the paper's 320 px and its RAF-DB budget of 300 epochs on SynthFER")},
+    metrics=('mAP50', 'mAP'), higher=('mAP50', 'mAP')))
+
 # %% ../nbs/14_experiments.ipynb #3c8bd205
 def _pr_points(preds, targets, names, k:int=50) -> dict:
     "Per-class PR curves at IoU 0.5 (VOC matching), at most `k` points each (records stay small)."
