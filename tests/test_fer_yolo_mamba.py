@@ -290,3 +290,116 @@ def test_detection_run_with_the_nano_model(tmp_path, capsys):
     assert ck['config']['model'] == {'name': 'fer_yolo_mamba_nano', 'kwargs': {'num_classes': 7, 'frm': False, 'directions': 4}}
     m = evaluate_detector(tmp_path / 'r' / 'model.pt', 'test', verbose=False)
     assert abs(m['mAP50'] - r.test['mAP50']) < 1e-9
+
+
+# ---- the cheaper OSS forward (ss2d_fast) against the chapter-09 reference forward ----
+import itertools
+from fbp_nb.models.fer_yolo_mamba import ss2d_fast, set_fast_oss, scan_index
+from fbp_nb.models.vmamba import cross_scan, cross_merge
+
+
+def test_scan_index_is_cross_scan_and_cross_merge():
+    for k, (h, w) in itertools.product((4, 8), ((4, 7), (1, 6), (5, 1), (3, 3))):
+        x = torch.randn(2, 3, h, w)
+        idx, inv = scan_index(h, w, k, 'cpu')
+        assert torch.equal(x.flatten(2)[..., idx].view(2, 3, k, h * w).transpose(1, 2), cross_scan(x, k))
+        y = torch.randn(2, k, 3, h * w)
+        torch.testing.assert_close(y.gather(-1, inv[None, :, None].expand_as(y)).sum(1).view(2, 3, h, w), cross_merge(y, k, (h, w)))
+
+
+@pytest.mark.parametrize('directions,n,hw', [(8, 1, (4, 7)), (8, 2, (5, 3)), (4, 1, (3, 6)), (8, 1, (1, 6)), (4, 2, (6, 1))])
+def test_fast_oss_equals_the_reference_forward_and_backward(directions, n, hw):
+    torch.manual_seed(n + directions)
+    oss = OSS(6, n=n, directions=directions, d_state=3).double()
+    assert oss.fast                                                          # the default
+    x = torch.randn(2, 6, *hw, dtype=torch.float64, requires_grad=True)
+    y = oss(x)
+    oss.fast = False
+    y_ref = oss(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(y, oss_reference(oss, x), rtol=1e-9, atol=1e-10)   # and the loop of reference scans
+    g, params = torch.randn_like(y), [x] + list(oss.parameters())
+    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_ref, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    blk = oss.blocks[0]                                                      # float32: within float tolerance of SS2D itself
+    t = torch.randn(1, *hw, 6)
+    with torch.no_grad(): torch.testing.assert_close(ss2d_fast(blk.op.float(), t), blk.op.float()(t), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('directions,frm,oss', list(itertools.product((8, 4), (True, False), (True, False))))
+def test_fast_neck_equals_the_reference_in_every_ablation_setting(directions, frm, oss):
+    torch.manual_seed(directions + 2 * frm + oss)
+    m = tiny(directions=directions, frm=frm, oss=oss).double().train()
+    x = torch.rand(2, 3, 64, 96, dtype=torch.float64)
+    params = list(m.parameters())
+    res = []
+    for fast in (True, False):
+        set_fast_oss(m, fast)
+        assert all(o.fast == fast for o in m.modules() if isinstance(o, OSS))
+        pred = m.raw(x)[0]
+        res.append((pred, torch.autograd.grad((pred * torch.linspace(-1, 1, pred.shape[-1], dtype=pred.dtype)).sum(), params)))
+    torch.testing.assert_close(res[0][0], res[1][0], rtol=1e-10, atol=1e-10)
+    for a, b in zip(res[0][1], res[1][1]): torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+# ---- fer_yolo_mamba_mnv2: the FER-YOLO-VSS neck on the ImageNet MobileNetV2 trunk ----
+import os
+from pathlib import Path
+_W = Path(os.environ.get('FBP_WEIGHTS', Path(__file__).resolve().parents[2] / 'shared' / 'weights' / 'mobilenet_v2_imagenet.pth'))
+if _W.is_dir(): _W = _W / 'mobilenet_v2_imagenet.pth'
+
+
+def test_mnv2_variant_contract_switches_and_strides():
+    from fbp_nb.models.yolox import MobileNetV2Backbone
+    m = create_model('fer_yolo_mamba_mnv2', num_classes=C)
+    info = model_info('fer_yolo_mamba_mnv2')
+    assert (info.task, info.input_size, info.mean) == ('detection', 320, (0., 0., 0.)) and m.pretrained_keys == set()
+    assert isinstance(m.backbone, FERPAFPN) and isinstance(m.backbone.backbone, MobileNetV2Backbone) and m.backbone.channels == (32, 96, 320)
+    assert all(getattr(m.backbone, n).oss.blocks[0].op.ssm.k == 8 for n in ('C3_p4', 'C3_p3', 'C3_n3', 'C3_n4'))
+    for hw in ((320, 320), (256, 192)):
+        pred, _, _ = m.eval().raw(torch.rand(1, 3, *hw))
+        assert pred.shape == (1, sum((hw[0] // s) * (hw[1] // s) for s in (8, 16, 32)), 5 + C)
+    v = create_model('fer_yolo_mamba_mnv2', num_classes=C, frm=False, directions=4)
+    assert isinstance(v.backbone.C3_p3.frm, nn.Identity) and v.backbone.C3_p3.oss.blocks[0].op.k == 4
+    assert isinstance(create_model('fer_yolo_mamba_mnv2', num_classes=C, oss=False).backbone.C3_n4.oss, nn.Identity)
+    assert v.model_config['kwargs']['frm'] is False and v.model_config['kwargs']['directions'] == 4
+    back = create_model('fer_yolo_mamba_mnv2', **v.model_config['kwargs'])
+    assert {k: t.shape for k, t in back.state_dict().items()} == {k: t.shape for k, t in v.state_dict().items()}
+    with pytest.raises(ValueError, match='no published weights'): create_model('fer_yolo_mamba_mnv2', pretrained='IMAGENET1K_V1')
+
+
+def test_mnv2_variant_refuses_foreign_files(tmp_path):
+    bad = tmp_path / 'other.pth'; torch.save({'w': torch.zeros(2)}, bad)
+    with pytest.raises(ValueError, match=r'other.pth \(neither an ImageNet MobileNetV2 state dict nor fer_yolo_mamba_mnv2'):
+        create_model('fer_yolo_mamba_mnv2', pretrained=str(bad))
+    sd = tmp_path / 'nano.pt'; torch.save(create_model('fer_yolo_mamba_nano', num_classes=C).state_dict(), sd)
+    with pytest.raises(ValueError, match='neither an ImageNet'): create_model('fer_yolo_mamba_mnv2', pretrained=str(sd))
+
+
+@pytest.mark.skipif(not _W.is_file(), reason=f"ImageNet MobileNetV2 file not found at {_W} (set FBP_WEIGHTS)")
+def test_mnv2_variant_loads_every_trunk_tensor_from_the_imagenet_file(tmp_path):
+    from torchvision.models import mobilenet_v2
+    from fbp_nb.train import config_for
+    from fbp_nb.detect import detection_learner, detection_splits
+    m = create_model('fer_yolo_mamba_mnv2', pretrained=str(_W), num_classes=C)
+    file_sd = torch.load(_W, map_location='cpu', weights_only=True)
+    trunk = m.backbone.backbone.state_dict()
+    assert len(m.pretrained_keys) == len(trunk) and {f'backbone.backbone.{k}' for k in trunk} == m.pretrained_keys
+    assert all(torch.equal(v, file_sd[k]) for k, v in trunk.items())      # every trunk tensor is the file's
+    ref = mobilenet_v2(weights=None); ref.load_state_dict(file_sd); ref.eval()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = torch.rand(2, 3, 96, 128)
+    m.train()                                                              # trunk BN stays on the file's statistics
+    with torch.no_grad():
+        got, z = m.backbone.backbone(x), (x - mean) / std
+        want = [ref.features[:7](z)]; want.append(ref.features[7:14](want[-1])); want.append(ref.features[14:18](want[-1]))
+    for a, b in zip(got, want): torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    cfg = config_for('fer_yolo_mamba_mnv2', weights=str(_W), lr=1e-4, fresh_lr_mult=10., n_train=4, n_val=2, n_test=2, img_size=64,
+                     epochs=1, out=str(tmp_path / 'r'))
+    learn = detection_learner(m, detection_splits(cfg), cfg, progress=False)
+    lrs = sorted((g['lr'], sum(p.numel() for p in g['params'])) for g in learn.opt.param_groups)
+    n_pre = sum(p.numel() for n, p in m.named_parameters() if n in m.pretrained_keys)
+    assert [l for l, _ in lrs] == pytest.approx([1e-4, 1e-3]) and lrs[0][1] == n_pre
+    sd = tmp_path / 'det.pt'; torch.save(m.state_dict(), sd)               # the detector's own weights load back whole
+    back = create_model('fer_yolo_mamba_mnv2', pretrained=str(sd), num_classes=C)
+    assert back.pretrained_keys == set() and all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
