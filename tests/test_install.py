@@ -241,3 +241,18 @@ def test_nbdev_docs_config_and_workflows():
         assert shutil.which(exe, path=os.path.dirname(sys.executable)) or shutil.which(exe), f'{exe} not installed'
     steps = deploy['jobs']['deploy']['steps']
     assert any(s.get('uses', '').startswith('fastai/workflows/quarto-ghp') for s in steps)
+
+def test_top_level_create_and_load_model(tmp_path):
+    "`fbp_nb.create_model` and `fbp_nb.load_model` at the top level; `import fbp_nb` alone does not import torch."
+    r = _run([sys.executable, '-c', "import sys, fbp_nb; assert 'torch' not in sys.modules, 'import fbp_nb imports torch'\n"
+              "m = fbp_nb.create_model('mamba_cnn_D'); print(type(m).__name__, m.model_config['name'])"], cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.split() == ['MambaCNN', 'mamba_cnn_D'], r.stderr[-2000:]
+    import contextlib, io, torch, fbp_nb
+    from fbp_nb.train import RunConfig, run
+    with contextlib.redirect_stdout(io.StringIO()):
+        res = run(RunConfig(epochs=1, n_train=32, n_val=8, n_test=8, img_size=32, model_kwargs={'width_mult': 0.25}, out=str(tmp_path / 'r')), progress=False)
+    x = torch.randn(2, 3, 32, 32)
+    for ck in (res.out, res.out / 'model.pt'):
+        m = fbp_nb.load_model(ck)
+        assert not m.training and m.run_info['model']['name'].startswith('mamba_cnn_D')   # compact on synth
+        torch.testing.assert_close(m(x), res.learn.model.eval().cpu()(x))
