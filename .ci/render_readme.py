@@ -1,13 +1,25 @@
 """Render README.md from nbs/index.ipynb without quarto (which cannot be installed offline).
 
-Markdown cells are copied as they are; code cells become ```python blocks followed by their text outputs;
-cells starting with `#| hide` are left out, as are `#|` directive lines.
+Markdown cells are copied with their relative links rewritten from nbs/ (where index.ipynb lives, so the links work in
+JupyterLab, Colab and the docs site) to the repository root (`00_ssm.ipynb` -> `nbs/00_ssm.ipynb`, `../data_scripts/x`
+-> `data_scripts/x`); code cells become ```python blocks followed by their text outputs; cells starting with `#| hide`
+and the notebook's Colab setup cell are left out, as are `#|` directive lines.
     python .ci/render_readme.py          # write README.md
     python .ci/render_readme.py --check  # exit 1 if README.md is not what index.ipynb renders to
 """
-import json, pathlib, sys
+import json, pathlib, posixpath, re, sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+SETUP = '# Setup: on Colab, install the library'   # the first cell of every notebook (fbp_nb.colab.setup)
+
+def root_link(target:str) -> str:
+    "A link target of index.ipynb (relative to nbs/) as seen from the repository root; URLs, anchors and absolute paths unchanged."
+    if re.match(r'^([a-z][a-z0-9+.-]*:|#|/)', target): return target
+    return posixpath.normpath(posixpath.join('nbs', target))
+
+def root_links(md:str) -> str:
+    return re.sub(r'(\]\()([^)\s]+)(\))', lambda m: m[1] + root_link(m[2]) + m[3], md)
 
 def render(nb_path=ROOT / 'nbs' / 'index.ipynb') -> str:
     nb = json.loads(pathlib.Path(nb_path).read_text(encoding='utf-8'))
@@ -16,9 +28,9 @@ def render(nb_path=ROOT / 'nbs' / 'index.ipynb') -> str:
         src = ''.join(cell['source'])
         lines = src.splitlines()
         if cell['cell_type'] == 'markdown':
-            parts.append(src.strip())
+            parts.append(root_links(src.strip()))
             continue
-        if cell['cell_type'] != 'code' or (lines and lines[0].replace(' ', '').startswith('#|hide')): continue
+        if cell['cell_type'] != 'code' or (lines and lines[0].replace(' ', '').startswith('#|hide')) or src.startswith(SETUP): continue
         code = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
         if code: parts.append(f'```python\n{code}\n```')
         for out in cell.get('outputs', []):

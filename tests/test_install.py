@@ -256,3 +256,16 @@ def test_top_level_create_and_load_model(tmp_path):
         m = fbp_nb.load_model(ck)
         assert not m.training and m.run_info['model']['name'].startswith('mamba_cnn_D')   # compact on synth
         torch.testing.assert_close(m(x), res.learn.model.eval().cpu()(x))
+
+def test_readme_python_floor_and_links():
+    "The README's Python floor is settings' min_python; index.ipynb's links work from nbs/ and README.md's from the root."
+    text = (ROOT / 'README.md').read_text(encoding='utf-8')
+    assert f"Python {S['min_python']} or newer" in text and 'Python 3.9+' not in text
+    import json
+    nb = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text(encoding='utf-8'))
+    md = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    for base, doc in ((ROOT / 'nbs', md), (ROOT, text)):
+        for t in re.findall(r'\]\(([^)\s]+)\)', doc):
+            if re.match(r'^([a-z][a-z0-9+.-]*:|#)', t): continue
+            assert (base / t.split('#')[0]).exists(), f'broken link {t} (relative to {base.name})'
+    assert not re.search(r'\d{3}_[0-9a-f]{16}\.txt', md + text), 'cite papers by title and arXiv id, not by file name'
