@@ -1,5 +1,8 @@
 """Every notebook is a test, executed the way a reader runs it: plain Jupyter "Run all" (nbclient, one kernel per
-notebook, every cell in order, `#| slow` and `#| cuda` cells included), with no `FBP_DATA_ROOT` set and each
+notebook, every cell in order, `#| slow` and `#| cuda` cells included), *alone*: the notebook is copied into an empty
+folder outside the checkout and runs there with the installed package, as on Colab after opening it from its badge (no
+`images/`, no `../runs`, no `../tests`; `IN_PLACE` lists the chapters that still need the checkout around them and
+runs those inside `nbs/`; `FBP_NB_IN_PLACE=1` runs every notebook inside `nbs/` as before), with no `FBP_DATA_ROOT` set and each
 notebook's `RUN_REAL` flag as committed (off). GPU cells must then be no-ops (`if gpu_cell(...)`), real-data cells
 must skip or stay short, and long real trainings must sit behind `RUN_REAL`.
 
@@ -33,23 +36,43 @@ def _nbdev_test(nb, flags=()):
     out = (r.stdout + r.stderr)[-6000:]
     assert r.returncode == 0 and 'Some notebooks failed' not in out, f'{nb.name} failed under nbdev_test:\n{out}'
 
-def _run_plain(nb, monkeypatch):
+# Chapters that do not run alone yet (they read files of the checkout without a guard or write into nbs/images):
+# they run inside nbs/ until fixed. Remove an entry once its notebook runs in an empty folder.
+IN_PLACE = {
+    '09_vision_mamba': "saves images/vmamba_scan_orders.png unconditionally (no images/ folder on Colab)",
+    '12_fer_yolo_mamba': "reads ../tests/benchmarks/results/det_table.json without a guard and saves images/det_pr.png",
+}
+
+def _run_plain(nb, monkeypatch, folder=None):
+    "Run all cells of `nb` with nbclient; in `folder` (a copy of the notebook alone there) or, with None, inside nbs/."
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     monkeypatch.delenv('FBP_DATA_ROOT', raising=False); monkeypatch.delenv('FBP_DATA', raising=False)
     monkeypatch.setenv('MPLBACKEND', 'Agg')
+    if folder is not None:
+        folder = pathlib.Path(folder); folder.mkdir(parents=True, exist_ok=True)
+        assert not folder.resolve().is_relative_to(ROOT) and not any(folder.iterdir()), 'run alone: an empty folder outside the checkout'
+        nb = pathlib.Path(shutil.copy(nb, folder / nb.name))
     book = nbformat.read(nb, as_version=4)
     client = NotebookClient(book, timeout=1200, kernel_name='python3', resources={'metadata': {'path': str(nb.parent)}})
     try: client.execute()
-    except CellExecutionError as e: pytest.fail(f'{nb.name}: "Run all" stops:\n{str(e)[-4000:]}')
+    except CellExecutionError as e:
+        where = f'alone in an empty folder ({nb.parent})' if folder is not None else 'inside nbs/'
+        pytest.fail(f'{nb.name}: "Run all" stops, run {where}:\n{str(e)[-4000:]}')
+
+def _alone(nb) -> bool: return nb.stem not in IN_PLACE and not os.environ.get('FBP_NB_IN_PLACE')
 
 @pytest.mark.parametrize('nb', NBS, ids=[p.stem for p in NBS])
-def test_notebook(nb, monkeypatch):
+def test_notebook(nb, monkeypatch, tmp_path):
     t = time.time()
     if os.environ.get('FBP_NB_RUNNER') == 'nbdev': _nbdev_test(nb, os.environ.get('FBP_TEST_FLAGS', '').split())
-    else: _run_plain(nb, monkeypatch)
-    print(f'{nb.name}: {time.time() - t:.1f}s')
+    else: _run_plain(nb, monkeypatch, tmp_path / 'alone' if _alone(nb) else None)
+    print(f"{nb.name}: {time.time() - t:.1f}s {'alone in an empty folder' if _alone(nb) else 'inside nbs/'}")
+
+def test_in_place_list_is_current():
+    "Every IN_PLACE entry names a notebook of nbs/ (a renamed or fixed chapter leaves the list)."
+    assert set(IN_PLACE) <= {p.stem for p in NBS}, set(IN_PLACE) - {p.stem for p in NBS}
 
 def test_nbdev_test():
     "nbdev's own runner still works (it skips the `#| slow` and `#| cuda` cells)."
