@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #ec370bc0
 from __future__ import annotations
-import argparse, errno, io, json, os, platform, re, sys, time
+import argparse, dataclasses, errno, io, json, os, platform, re, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,8 +18,9 @@ from .train import (RunConfig, run, config_for, resumed_config, read_run, run_ta
                           list_tasks, get_task)
 
 # %% auto #0
-__all__ = ['info', 'demo', 'main', 'train_parser', 'as_options', 'config_from_args', 'args_from_config', 'train', 'error_message',
-           'train_main', 'eval_parser', 'eval_command', 'eval_main', 'predict_parser', 'predict_main']
+__all__ = ['DATA_FIELDS', 'info', 'demo', 'main', 'option_flag', 'field_option', 'train_parser', 'as_options', 'config_from_args',
+           'args_from_config', 'train', 'error_message', 'train_main', 'eval_parser', 'eval_command', 'eval_main',
+           'predict_parser', 'predict_main']
 
 # %% ../nbs/90_cli.ipynb #f32fa4c8
 def info() -> dict:
@@ -115,76 +116,65 @@ def _pos_float(s):
     if not v > 0: raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
     return v
 
+def _cli_extras() -> dict:
+    "What the command line adds to a RunConfig field: a type that refuses a bad value before any work, nargs/metavar, choices read from the registries."
+    pos_int, pos_float = dict(type=_pos_int), dict(type=_pos_float)
+    return dict(data=dict(choices=_datasets()), n_train=pos_int, n_val=pos_int, n_test=pos_int, batch_size=pos_int, epochs=pos_int,
+                lr_decay_every=pos_int, lr=pos_float, lr_decay=pos_float, fresh_lr_mult=pos_float, cls_weight=pos_float,
+                model=dict(type=_model_name, metavar='MODEL'), model_kwargs=dict(type=_json_kwargs, metavar='JSON'),
+                loss=dict(choices=LOSS_NAMES), loss_law=dict(choices=tuple(LAWS)), loss_param=dict(type=_pos_float, nargs='+', metavar='P'),
+                weights=dict(metavar='PATH'))
+
+_TYPES = {'int': int, 'float': float, 'str': str}   # a field's annotation ('int|None', 'float', ...) -> argparse type
+
+def option_flag(k:str) -> str: return '--' + k.replace('_', '-')   # RunConfig field img_size -> option --img-size
+def _cli_value(v): return 'none' if v is None else v   # `None` in a field's choices is spelled `none` on the command line
+
+def field_option(k:str, for_train:bool=True) -> dict:
+    "The argparse settings of RunConfig field `k` as option `--k-with-dashes`: default, help and choices are the field's (`_opt` metadata, chapter 05b)."
+    f = RunConfig.__dataclass_fields__[k]
+    md, default = f.metadata, f.default if f.default is not dataclasses.MISSING else None   # dict fields (model_kwargs): none given
+    tasks = [t for t in list_tasks() if k in get_task(t).defaults]            # tasks that fill this field when it is None
+    rule = [t for t in list_tasks() if md['task'] in (None, t) and t not in tasks]   # tasks that read it and compute it (e.g. lr)
+    help = re.sub(r"\s*\(None: [^)]*\)|;?\s*None: the task's default$", '', md['help']).replace('%', '%%')
+    if md['task'] is not None: help += f" [{md['task']} runs]"
+    if str(f.type) == 'bool': return dict(action='store_true', help=help)
+    kw = dict(type=_TYPES.get(str(f.type).split('|')[0].strip(), str))
+    if md['choices'] is not None: kw['choices'] = tuple(_cli_value(c) for c in md['choices'])
+    if not for_train and md['run_defining']: kw['default'], help = None, help + " (default: the checkpoint's)"
+    elif default is None and tasks:
+        kw['default'] = None
+        v = lambda t: get_task(t).defaults[k]
+        help += (" (default: the task's: " + ', '.join(f"{t} {v(t):g}" if isinstance(v(t), float) else f"{t} {v(t)}" for t in tasks)
+                 + ''.join(f"; {t}: the task's rule" for t in rule) + ')')
+    else:
+        kw['default'] = _cli_value(default) if 'choices' in kw else default
+        if default is not None or 'choices' in kw: help += f" (default: {_cli_value(default)})"
+    kw.update(_cli_extras().get(k, {}))
+    return dict(kw, help=help)
+
+DATA_FIELDS = ('data', 'root', 'protocol', 'val_frac', 'n_train', 'n_val', 'n_test', 'cache', 'on_missing', 'device', 'batch_size', 'workers')
+
 def _add_data_args(p, for_train:bool):
-    p.add_argument('--data', choices=_datasets(), default=None,
-                   help="regression: synth (embedded SynthFaces, no downloads), scut (SCUT-FBP5500), mebeauty, kdef (KDEF-PT); "
-                        "detection: synth_fer (embedded SynthFER scenes), fer or yolo (any YOLO-format folder, --root)"
-                        + (" (default: the task's: synth; synth_fer for a detector)" if for_train else " (default: the checkpoint's)"))
-    p.add_argument('--root', help='data set folder (required for scut, mebeauty, kdef, fer, yolo)')
-    p.add_argument('--protocol', default=_d('protocol') if for_train else None, help="scut: 60-40 or a cross-validation fold 1..5 (default: 60-40)")
-    p.add_argument('--val-frac', type=float, default=_d('val_frac') if for_train else None, help='fraction of the training split held out for validation (scut, kdef; default: 0.1)')
-    p.add_argument('--n-train', type=_pos_int, default=None, help="synthetic data: training images (default: the task's: 12000 faces; synth_fer: 2500 scenes)")
-    p.add_argument('--n-val', type=_pos_int, default=None, help="synthetic data: validation images (default: the task's: 300; synth_fer: 150)")
-    p.add_argument('--n-test', type=_pos_int, default=None, help="synthetic data: test images (default: the task's: 500; synth_fer: 300)")
-    p.add_argument('--cache', choices=('none', 'memory'), default='none', help='keep decoded real images in memory (synth always is; also decodes every image before training)')
-    p.add_argument('--on-missing', choices=('error', 'skip'), default=_d('on_missing') if for_train else None,
-                   help="images listed by the data set's files but not on disk: error, or skip them (counted and reported)" + (" (default: error)" if for_train else " (default: the checkpoint's)"))
-    p.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N or mps (default: auto)')
-    p.add_argument('--batch-size', type=_pos_int, default=None, help="batch size (default: the task's: 32; a detector: 16)")
-    p.add_argument('--workers', type=int, default=0, help='DataLoader worker processes (default: 0)')
+    "The data options `fbp_train` and `fbp_eval` share (`fbp_eval`: those that define a run default to the checkpoint's)."
+    for k in DATA_FIELDS: p.add_argument(option_flag(k), **field_option(k, for_train))
 
 def train_parser() -> argparse.ArgumentParser:
+    "`fbp_train`'s options: one per RunConfig field (generated: `field_option`), plus --stem/--width-mult (model_kwargs), --resume, --overwrite, --no-progress."
     p = argparse.ArgumentParser(prog='fbp_train', description='Train a facial-beauty regressor (Mamba-CNN by default) or an expression detector '
                                 '(--model yolox_nano: the task follows the model) and score the held-out test split. '
                                 'With no arguments: Mamba-CNN D on the embedded synthetic faces, under 3 min on a 2-core CPU. '
                                 "Options you do not give take the defaults of the model's task (fbp_nb.train.config_for): "
-                                + '; '.join(f"the {t} defaults {', '.join(f'{k}={v}' for k, v in get_task(t).defaults.items())}" for t in ('regression', 'detection')))
+                                + '; '.join(f"the {t} defaults {', '.join(f'{k}={v}' for k, v in get_task(t).defaults.items())}" for t in ('regression', 'detection'))
+                                + f". Models: regressors {', '.join(list_models(task='regression'))}; detectors {', '.join(list_models(task='detection'))}.")
     _add_data_args(p, True)
-    p.add_argument('--model', type=_model_name, default='mamba_cnn_D', metavar='MODEL',
-                   help="any name of list_models(): a regressor (mamba_cnn_A..D, mobilenet_v2, resnext50, inception_v3, two_branch_increx, ...) "
-                        "or a detector (task='detection': yolox_nano, yolox_tiny, yolox_s, yolox_mnv2, fer_yolo_mamba, fer_yolo_mamba_nano) (default: mamba_cnn_D)")
-    p.add_argument('--arch', choices=('auto', 'full', 'compact'), default=_d('arch'),
-                   help="Mamba-CNN stages: full (MobileNetV2's, stride 32, the paper's) or compact (7 blocks, stride 16); auto: compact on synth, full on real data")
-    p.add_argument('--augment', choices=('auto', 'on', 'off'), default=_d('augment'),
-                   help="train-time augmentation (crop, flip, jitter, rotation); auto: off on synth (centred faces, position matters), on for real data")
+    for k in RunConfig.__dataclass_fields__:
+        if k not in DATA_FIELDS: p.add_argument(option_flag(k), **field_option(k))
     p.add_argument('--stem', choices=('auto', 'paper', 'mbv2'), default='auto',
-                   help="Mamba-CNN stem: paper (7x7 conv + max-pool) or mbv2 (MobileNetV2's 3x3 conv); auto: mbv2 with an ImageNet MobileNetV2 --weights file, else paper")
-    p.add_argument('--fresh-lr-mult', type=_pos_float, default=_d('fresh_lr_mult'),
-                   help='with --weights: learning rate of the tensors not in the file (head, pyramid, gates) = --lr times this (default: 1)')
-    p.add_argument('--width-mult', type=_pos_float, default=1.0, help='channel multiplier (default: 1.0)')
-    p.add_argument('--model-kwargs', type=_json_kwargs, default=None, metavar='JSON',
-                   help="""more keyword arguments of the model's builder, as JSON, e.g. '{"dropout": 0.2}' (Mamba-CNN) or '{"frm": false, "directions": 4}' (fer_yolo_mamba)""")
-    p.add_argument('--align', choices=('none', 'landmarks', 'detector'), default=_d('align'),
-                   help="face crop: none (the images as released), landmarks (SCUT-FBP5500: Dynamic ER-CNN crop from the landmark files) or "
-                        "detector (OpenCV Haar aligner, the same crop without landmarks); stored in the run, fbp_eval/fbp_predict use it (default: none)")
-    p.add_argument('--img-size', type=int, default=None, help="network input side in pixels, >= 32 (default: the task's: 64; a detector: 192, a multiple of 32)")
-    p.add_argument('--epochs', type=_pos_int, default=None, help="epochs (total, also with --resume; default: the task's: 5; a detector: 6; with --resume: the run's)")
-    p.add_argument('--lr', type=_pos_float, default=None, help="learning rate (default: the task's: 1e-4 with --weights; from scratch 3e-3 on synth, 1e-3 on photos; a detector: 2e-3)")
-    p.add_argument('--lr-schedule', choices=('auto', 'plateau', 'cosine', 'exp'), default=_d('lr_schedule'),
-                   help='plateau: halve the lr when validation stalls (Algorithm 1); cosine: anneal to 0 over the run, per batch; '
-                        'exp: times --lr-decay every --lr-decay-every epochs (FER-YOLO-Mamba); auto: cosine with --weights or on synth, else plateau (a detector: cosine)')
-    p.add_argument('--lr-decay', type=_pos_float, default=_d('lr_decay'), help='--lr-schedule exp: the factor (default: 0.9, the paper\'s)')
-    p.add_argument('--lr-decay-every', type=_pos_int, default=_d('lr_decay_every'), help='--lr-schedule exp: epochs between two decays (default: 64, the paper\'s)')
-    p.add_argument('--optimizer', choices=('adamw', 'adam'), default=_d('optimizer'),
-                   help="adamw (decoupled weight decay) or adam (weight decay as an L2 term; FER-YOLO-Mamba's recipe: --optimizer adam --lr 1e-3 --lr-schedule exp) (default: adamw)")
-    p.add_argument('--wd', type=float, default=None, help="weight decay, >= 0 (default: the task's: 1e-5; a detector: 5e-4)")
-    p.add_argument('--cls-weight', type=_pos_float, default=None,
-                   help=f"detectors: weight of the class term of the YOLOX loss (5 IoU + objectness + this x class; YOLOX's is 1; the detection default: {get_task('detection').defaults['cls_weight']:g})")
-    p.add_argument('--loss', choices=LOSS_NAMES, default=_d('loss'), help='training loss (default: mse); the robust ones are dynamic by default (07_losses)')
-    p.add_argument('--loss-param', type=_pos_float, nargs='+', metavar='P',
-                   help='robust losses: one value = fixed parameter; two values P_MAX P_MIN = dynamic over the epochs '
-                        '(default: dynamic 0.7 0.3 for paramsmoothl1/huber, 2 1 for tukey)')
-    p.add_argument('--loss-law', choices=tuple(LAWS), default=_d('loss_law'), help='schedule of a dynamic parameter (default: parabolic)')
-    p.add_argument('--loss-units', choices=('score', 'target'), default=_d('loss_units'),
-                   help="units of the loss parameter: score (the data set's score units, as in the paper) or target (min-max scaled 0-1 targets)")
-    p.add_argument('--monitor', choices=('auto', 'val_loss', 'val_MAE', 'val_RMSE'), default=_d('monitor'),
-                   help='validation value for model selection, LR plateau and early stopping; auto: val_loss, or val_RMSE when the loss is dynamic')
-    p.add_argument('--seed', type=int, default=_d('seed'), help='random seed (default: 0)')
-    p.add_argument('--out', help='output folder (default: runs/<data>_<model>_<timestamp>)')
+                   help="Mamba-CNN stem (a model_kwargs entry): paper (7x7 conv + max-pool) or mbv2 (MobileNetV2's 3x3 conv); auto: mbv2 with an ImageNet MobileNetV2 --weights file, else paper")
+    p.add_argument('--width-mult', type=_pos_float, default=1.0, help='channel multiplier of Mamba-CNN and MobileNetV2 (a model_kwargs entry; default: 1.0)')
     p.add_argument('--overwrite', action='store_true', help='replace the run already in --out (finished or interrupted); without it such a folder is refused')
-    p.add_argument('--allow-empty', action='store_true', help='detectors: train although a split has no boxes at all (no labels folder, or every label file empty); without it that is an error before epoch 1')
     p.add_argument('--resume', metavar='CKPT', help="continue an interrupted run from its last.pt (its options are reused; an option you give must agree with the run)")
-    p.add_argument('--weights', metavar='PATH', help='initialise the model from a state-dict file (mobilenet_v2 + ImageNet file: BatchNorm frozen)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar; print one line per epoch instead')
     return p
 
@@ -408,7 +398,12 @@ def predict_main(argv:list[str]|None=None) -> int:
         for flag, v in (('--out', a.out), ('--conf', a.conf)):
             if v is not None: raise ValueError(f"{flag} applies to detector checkpoints; {a.ckpt} scores beauty")
         if a.no_align and a.align not in (None, 'none'): raise ValueError(f"--no-align contradicts --align {a.align}")
-        res = predict_run(a.ckpt, a.images, align='none' if a.no_align else a.align, device=a.device)
+        with warnings.catch_warnings(record=True) as caught:         # a picture without a face: one line, not a Python warning
+            warnings.simplefilter('always')
+            res = predict_run(a.ckpt, a.images, align='none' if a.no_align else a.align, device=a.device)
+        for w in caught:
+            if w.category.__name__ == 'NoFaceWarning': print(f"fbp_predict: warning: {_printable(w.message)}", file=sys.stderr)
+            else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         lo, hi = cfg['scale']
         extra = (lo, hi) != (1., 5.)
         for p, s15, raw in res: print(f"{p}\t{s15:.3f}" + (f"\t({raw:.3f} on {lo:g}-{hi:g})" if extra else ''))

@@ -185,3 +185,29 @@ def test_eval_relative_root_from_another_folder(tmp_path):
     e = subprocess.run([exe('fbp_eval'), str(proj / 'runs' / 'rel' / 'model.pt'), '--device', 'cpu'], cwd=other, capture_output=True, text=True, timeout=300)
     assert e.returncode == 0, e.stderr
     assert e.stdout.strip().splitlines()[-1] == r.stdout.strip().splitlines()[-1]
+
+def test_train_options_are_runconfig_fields():
+    "fbp_train's options are generated from RunConfig's fields: one option per field, its default, choices and help line the field's."
+    import dataclasses
+    from fbp_nb.cli import train_parser, eval_parser, field_option, option_flag, DATA_FIELDS
+    from fbp_nb.train import RunConfig, list_tasks, get_task
+    p = train_parser()
+    acts = p._option_string_actions
+    for k, f in RunConfig.__dataclass_fields__.items():
+        a = acts.get(option_flag(k))
+        assert a is not None and a.dest == k, f'RunConfig.{k} has no option {option_flag(k)}'
+        md, default = f.metadata, (None if f.default is dataclasses.MISSING else f.default)
+        cli = lambda v: 'none' if v is None else v
+        assert a.default == (cli(default) if md['choices'] is not None else default), (k, a.default, default)
+        if md['choices'] is not None: assert tuple(a.choices) == tuple(cli(c) for c in md['choices']), (k, a.choices)
+        first = md['help'].split(' (None')[0].split('; None')[0].replace('%', '%%')
+        assert a.help.startswith(first), (k, a.help, md['help'])
+        if md['task'] is not None: assert f'[{md["task"]} runs]' in a.help, k
+        for t in list_tasks():                                            # a None default: the help names each task's value
+            if default is None and k in get_task(t).defaults and md['task'] in (None, t): assert f'{t} ' in a.help, (k, t, a.help)
+    cli_only = {a.dest for a in p._actions} - set(RunConfig.__dataclass_fields__) - {'help'}
+    assert cli_only == {'stem', 'width_mult', 'overwrite', 'resume', 'no_progress'}, cli_only
+    e = eval_parser()._option_string_actions                              # fbp_eval: the run's data options default to the checkpoint's
+    for k in DATA_FIELDS:
+        md = RunConfig.__dataclass_fields__[k].metadata
+        assert e[option_flag(k)].default == (None if md['run_defining'] else field_option(k)['default']), k
