@@ -10,7 +10,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from . import register_model
 from .yolox import ConvBnAct, PAFPN, YOLOX, load_detector_weights
-from .vmamba import VSSBlock, SS2D, init_vss_weights, diagonal_order
+from .vmamba import VSSBlock, SS2D, DirectionalSSM, init_vss_weights, diagonal_order
 from ..scan import selective_scan
 
 # %% auto #0
@@ -49,9 +49,23 @@ def scan_index(h:int, w:int, k:int, device:str) -> tuple[Tensor, Tensor]:
     idx = torch.stack(fwd[:2] + [o.flip(0) for o in fwd[:2]] + fwd[2:] + [o.flip(0) for o in fwd[2:]])   # DIRECTIONS order
     return idx.flatten().to(device), idx.argsort(-1).to(device)
 
+def _global_hooks() -> bool:
+    "True while global module hooks are registered (FlopCounterMode's module tracker, for one)."
+    from torch.nn.modules import module as M
+    return bool(M._global_forward_hooks or M._global_forward_pre_hooks)
+
 def _softplus(x:Tensor) -> Tensor:
     "F.softplus; float32 on the CPU goes through float64 (PyTorch's float32 CPU softplus measured ~3x slower than the round trip)."
     return F.softplus(x.double()).float() if x.device.type == 'cpu' and x.dtype == torch.float32 else F.softplus(x)
+
+def _ssm_fast_forward(ssm, xs:Tensor) -> Tensor:
+    "`DirectionalSSM.forward` with softplus outside the scan and no input checks (A < 0 by construction): (b, k, d, l) -> same."
+    b, k, d, l = xs.shape
+    delta, B, C = ssm.ssm_params(xs)
+    ft = torch.float64 if xs.dtype == torch.float64 else torch.float32
+    delta = _softplus(delta.reshape(b, k * d, l) + ssm.dt_proj_bias.to(ft).reshape(-1, 1))
+    y = selective_scan(xs.reshape(b, k * d, l), delta, -torch.exp(ssm.A_log.to(ft)), B, C, ssm.D.to(ft), backend=ssm.backend, check=False)
+    return y.view(b, k, d, l)
 
 def ss2d_fast(op:SS2D, x:Tensor) -> Tensor:
     "`op(x)` for a chapter-09 `SS2D` with less work around the scan: one gather in, one gather out, softplus outside, no input checks. (b, h, w, c) -> same."
@@ -62,12 +76,9 @@ def ss2d_fast(op:SS2D, x:Tensor) -> Tensor:
     (b, d), k, l, ssm = x.shape[:2], op.k, h * w, op.ssm
     idx, inv = scan_index(h, w, k, str(x.device))
     xs = x.flatten(2).index_select(-1, idx).view(b, d, k, l).transpose(1, 2)      # (b, k, d, l): cross_scan in one gather
-    delta, B, C = ssm.ssm_params(xs)
-    ft = torch.float64 if xs.dtype == torch.float64 else torch.float32
-    delta = _softplus(delta.reshape(b, k * d, l) + ssm.dt_proj_bias.to(ft).reshape(-1, 1))
-    y = selective_scan(xs.reshape(b, k * d, l), delta, -torch.exp(ssm.A_log.to(ft)), B, C, ssm.D.to(ft),
-                       backend=ssm.backend, check=False)     # A < 0 by construction; softplus done: nothing left to check
-    y = y.view(b, k, d, l).gather(-1, inv[None, :, None].expand(b, k, d, l)).sum(1)   # cross_merge: back to row-major, summed
+    y = _ssm_fast_forward(ssm, xs) if isinstance(ssm, DirectionalSSM) and not (ssm._forward_hooks or ssm._forward_pre_hooks or _global_hooks()) \
+        else ssm(xs)    # through the module when something watches it (FLOP counters, hooks): the same arithmetic
+    y = y.gather(-1, inv[None, :, None].expand(b, k, d, l)).sum(1)   # cross_merge: back to row-major, summed
     y = op.out_norm(y.view(b, d, h, w).permute(0, 2, 3, 1))                        # (b, h, w, d)
     if z is not None: y = y * F.silu(z)
     return op.out_proj(y)
@@ -180,8 +191,8 @@ def fer_yolo_mamba_mnv2(pretrained=None,  # an ImageNet torchvision MobileNetV2 
                         d_state:int=4, ssm_ratio:float=1.0,
                         **kw) -> FERYOLOMamba:  # `FERYOLOMamba` options: frm, oss, directions, reduction, backend, conf, ...
     "FER-YOLO-Mamba on chapter 11's MobileNetV2 trunk (nano-width FER-YOLO-VSS neck and head); `model.pretrained_keys` names the tensors from an ImageNet file."
-    from .yolox import MobileNetV2Backbone, detector_state_dict
-    from .mamba_cnn import is_mobilenet_v2_state_dict, check_state_dict
+    from fbp_nb.models.yolox import MobileNetV2Backbone, detector_state_dict
+    from fbp_nb.models.mamba_cnn import is_mobilenet_v2_state_dict, check_state_dict
     who = 'fer_yolo_mamba_mnv2'
     path, sd = (None, None) if pretrained is None else detector_state_dict(pretrained, who)   # read once, like yolox_mnv2
     m = FERYOLOMamba(num_classes, depth, width, depthwise, d_state=d_state, ssm_ratio=ssm_ratio,
