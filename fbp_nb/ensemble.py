@@ -96,14 +96,15 @@ class AveragingEnsemble(nn.Module):
 
     @classmethod
     def from_runs(cls, runs:list, # fbp_train run folders or their model.pt files
-                  device='cpu', names:list|None=None):
+                  device='cpu', names:list|None=None,
+                  tta:bool=False): # each member scores the face and its mirror image and averages them (chapter 05c)
         "An ensemble (in eval mode) of `fbp_train` checkpoints; each member keeps its image size and training range."
         paths = [_ckpt_path(r) for r in runs]
         cfgs = [read_run(p)['config'] for p in paths]
         for p, c in zip(paths[1:], cfgs[1:]):
             if c['norm'] != cfgs[0]['norm']:
                 raise ValueError(f"{p}: input normalisation {c['norm']} differs from {paths[0]}'s {cfgs[0]['norm']}: one input tensor cannot serve both")
-        learns = [scorer(p, device=device) for p in paths]
+        learns = [scorer(p, device=device, tta=tta) for p in paths]
         return cls([l.raw_model for l in learns], [(l.target_scaler.lo, l.target_scaler.hi) for l in learns],
                    [tuple(c['scale']) for c in cfgs], [c['img_size'] for c in cfgs], names or _member_names(paths)).eval()
 
@@ -146,6 +147,7 @@ def ensemble_from_runs(runs:list, # fbp_train run folders or model.pt files (>= 
                        root=None, # data folder, when it moved since training
                        device='auto', batch_size:int=64,
                        names:list|None=None, # column names of the members (default: run folder names)
+                       tta:bool=False, # flip test-time augmentation for every member (chapter 05c)
                       ) -> tuple:
     "(predictions DataFrame: name, group, target, one column per member, 'ensemble'; metrics DataFrame) of the uniform average."
     paths = [_ckpt_path(r) for r in runs]
@@ -171,7 +173,7 @@ def ensemble_from_runs(runs:list, # fbp_train run folders or model.pt files (>= 
                 diff = next((f"{u} vs {v}" for u, v in zip(a, b) if u != v),
                             f"{len(a)} vs {len(b)} images" if len(a) != len(b) else 'same names, other scores')
                 raise ValueError(f"{p}: its {split} split differs from {paths[0]}'s ({diff}): members must be scored on the same images")
-        preds[n] = scorer(p, ds, device, batch_size).predict(ds).reshape(-1).numpy().astype(np.float64)
+        preds[n] = scorer(p, ds, device, batch_size, tta=tta).predict(ds).reshape(-1).numpy().astype(np.float64)
     y = ref.scores.astype(np.float64)
     df = pd.DataFrame(dict(name=_names(ref), group=list(ref.groups), target=y, **preds))
     df['ensemble'] = np.mean([preds[n] for n in names], 0)     # uniform weights: nothing is tuned on the scored split

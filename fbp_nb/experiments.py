@@ -9,7 +9,7 @@ __all__ = ['EXPERIMENTS', 'SHARED', 'HEADERS', 'DIGITS', 'SCUT', 'IMAGENET', 'PA
            'repro_command', 'machine', 'git_commit', 'record_path', 'new_record', 'record_from_run', 'write_record',
            'metrics_text', 'default_results', 'plan', 'run_experiment', 'packaged_results', 'load_records', 'summary',
            'markdown_table', 'plot_experiment', 'detector_costs', 'ultralytics_row', 'bench_scan', 'bench_vss_vit',
-           'bench_main_job', 'robustness_row', 'fill_tables']
+           'bench_main_job', 'neck_cost_row', 'robustness_row', 'fill_tables']
 
 # %% ../nbs/14_experiments.ipynb #5b365625
 import dataclasses, json, os, platform, re, shlex, subprocess, sys, time, importlib, importlib.resources, warnings
@@ -139,6 +139,7 @@ def train_command(cfg:RunConfig, portable:bool=True) -> str:
     base = {k: d[k] for k in ('model', 'data', 'root', 'weights')}
     ref = config_for(RunConfig(**base)).to_dict()        # what fbp_train fills in itself, given these four
     bare = config_for(RunConfig(model=cfg.model)).to_dict()   # and given only the model
+    bare['model'] = RunConfig().model                      # ... which fbp_train needs unless it is the default one
     args = ['fbp_train']
     for k in RunConfig.__dataclass_fields__:
         v = d[k]
@@ -300,7 +301,7 @@ def plan(name:str, scale:str='cpu', rows=None, seeds=None, **overrides) -> list:
     rows = sorted(rows, key=lambda r: (e.rows[r].kind == 'ensemble', list(e.rows).index(r)))
     seeds = tuple(s.seeds if seeds is None else seeds)
     if not seeds or not all(isinstance(k, int) and k >= 0 for k in seeds): raise ValueError(f"seeds: non-negative integers, got {seeds!r}")
-    fields = set(run_fields())
+    fields = set(RunConfig.__dataclass_fields__) - {'seed', 'out'}   # the seed and the run folder are the runner's
     bad = [k for k in overrides if k not in fields]
     if bad: raise ValueError(f"{name}: {bad} are not RunConfig fields; an override is one of {', '.join(sorted(fields))}")
     for r in rows:                                        # a bad row fails here, before any training
@@ -367,9 +368,9 @@ def summary(name:str, var:str='cpu', results=None) -> pd.DataFrame:
 
 HEADERS = {'mAP50': 'mAP@0.5', 'mAP': 'COCO mAP', 'params_M': 'params (M)', 'ms_per_image': 'ms / image, 1 thread',
            'VSS_s': 'VSS (s)', 'ViT_s': 'ViT (s)', 'ViT_over_VSS': 'ViT / VSS', 'ours_ms': 'fbp_nb scan (ms)', 'pscan_ms': 'mamba.py pscan (ms)',
-           'ref_ms': 'autograd loop (ms)', 'pscan_over_ours': 'pscan / ours', 'ref_over_ours': 'loop / ours', 'wall_minutes': 'wall (min)'}
+           'ref_ms': 'autograd loop (ms)', 'pscan_over_ours': 'pscan / ours', 'ref_over_ours': 'loop / ours', 'wall_minutes': 'wall (min)', 'cpu_ms': 'ms / image (thread CPU)', 'cpu_ratio': 'x YOLOX on the trunk'}
 DIGITS = {'params_M': 2, 'ms_per_image': 0, 'VSS_s': 3, 'ViT_s': 3, 'ViT_over_VSS': 2, 'ours_ms': 0, 'pscan_ms': 0, 'ref_ms': 0,
-          'pscan_over_ours': 1, 'ref_over_ours': 0, 'wall_minutes': 1}
+          'pscan_over_ours': 1, 'ref_over_ours': 0, 'wall_minutes': 1, 'cpu_ms': 0, 'cpu_ratio': 2}
 
 def _cell(v, s, digits) -> str:
     if not np.isfinite(v): return ''
@@ -681,6 +682,38 @@ register_experiment(Experiment('main_job', "The README's main job: fbp_train wit
     rows={'default': Row('fbp_train (Mamba-CNN D on the embedded SynthFaces)', bench='fbp_nb.experiments:bench_main_job')},
     scales={'cpu': Scale({}, seeds=(0,), note='wall time from the call to the last line, this machine')},
     metrics=('PC', 'MAE', 'RMSE', 'wall_minutes')))
+
+def neck_cost_row(opts:dict, seed:int, rounds:int=12) -> dict:
+    "Inference thread-CPU ms of one detector at `opts['img_size']`, batch 1, one thread, alternating with yolox_mnv2 round by round; the ratio to it."
+    import torch
+    from fbp_nb.models import create_model
+    from fbp_nb.models.fer_yolo_mamba import set_fast_oss
+    torch.manual_seed(seed)
+    ref = create_model('yolox_mnv2', num_classes=7).eval()
+    net = create_model(opts['model'], num_classes=7, **opts['kwargs']).eval()
+    if opts['oss_forward'] == 'reference': set_fast_oss(net, False)
+    x, n = torch.rand(opts['batch'], 3, opts['img_size'], opts['img_size']), torch.get_num_threads()
+    torch.set_num_threads(opts['threads'])
+    t = {'ref': [], 'net': []}
+    try:
+        with torch.no_grad():
+            for _ in range(rounds):
+                for k, m in (('ref', ref), ('net', net)):
+                    t0 = time.thread_time(); m(x); t[k].append(1000 * (time.thread_time() - t0))
+    finally: torch.set_num_threads(n)
+    return dict(metrics=dict(cpu_ms=min(t['net'][1:]), cpu_ratio=min(t['net'][1:]) / min(t['ref'][1:]),
+                             params_M=sum(p.numel() for p in net.parameters()) / 1e6))
+
+_NECK = {'yolox_mnv2': ('YOLOX on the MobileNetV2 trunk', {}, 'none'), 'fym_mnv2': ('FER-YOLO-Mamba on the trunk (FRM + OSS, 8 directions)', {}, 'fast'),
+         'fym_mnv2_ref': ('... the same, the reference OSS forward (chapter 09)', {}, 'reference'),
+         'fym_mnv2_noFRM': ('... OSS only (no FRM)', {'frm': False}, 'fast'), 'fym_mnv2_noOSS': ('... FRM only (no OSS)', {'oss': False}, 'none'),
+         'fym_mnv2_ss2d4': ('... FRM + SS2D (4 directions)', {'directions': 4}, 'fast')}
+register_experiment(Experiment('speed_neck', "FER-YOLO-Mamba's neck against YOLOX's on the same ImageNet trunk", 'FER-YOLO-Mamba (chapter 12)',
+    rows={k: Row(label, dict(model='yolox_mnv2' if k == 'yolox_mnv2' else 'fer_yolo_mamba_mnv2', kwargs=kw, oss_forward=f), bench='fbp_nb.experiments:neck_cost_row')
+          for k, (label, kw, f) in _NECK.items()},
+    scales={'cpu': Scale(dict(img_size=320, batch=1, threads=1), seeds=(0,), note="inference at 320 px, batch 1, one thread, thread CPU "
+                         "time (min over rounds), the models alternating round by round: tests/benchmarks/neck_cost.py")},
+    metrics=('cpu_ms', 'cpu_ratio', 'params_M'), higher=()))
 
 # %% ../nbs/14_experiments.ipynb #b3e9d2a2
 def robustness_row(opts:dict, seed:int) -> dict:

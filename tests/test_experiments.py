@@ -82,3 +82,28 @@ def test_readme_tables_are_the_records(path):
     if filled != text:
         bad = [m[2] for m, n in zip(X.MARKER.finditer(text), X.MARKER.finditer(filled)) if m[0] != n[0]]
         pytest.fail(f"{path}: the tables of {bad} differ from their records: run fill_tables (chapter 14) on index.ipynb, then .ci/render_readme.py")
+
+
+def test_fbp_repro_cli(tmp_path, monkeypatch):
+    "`fbp repro list/run/table`: a row runs with overrides under its own variant, is done on the second call, and prints its table."
+    from fbp_nb.cli import main
+    tiny = X.Experiment('tiny_cli', 'a CLI check', 'tests', {'D': X.Row('Mamba-CNN D, tiny', dict(model_kwargs={'width_mult': 0.25}))},
+                        {'cpu': X.Scale(dict(data='synth', n_train=64, n_val=16, n_test=32, img_size=32, epochs=2, batch_size=16), seeds=(0, 1))})
+    monkeypatch.setitem(X.EXPERIMENTS, 'tiny_cli', tiny)
+    assert main(['repro', 'list']) == 0
+    args = ['repro', 'run', 'tiny_cli', '--seeds', '1', '--epochs', '1', '--img-size', '40',
+            '--results', str(tmp_path/'res'), '--runs', str(tmp_path/'runs'), '--no-progress', '--device', 'cpu']
+    assert main(args) == 0
+    var = 'cpu+epochs=1+img_size=40'                                     # --device changes no number: not in the variant
+    rec = json.loads((tmp_path/'res'/'tiny_cli'/var/'D'/'seed1.json').read_text())
+    assert rec['config']['epochs'] == 1 and rec['config']['img_size'] == 40 and rec['config']['seed'] == 1
+    assert rec['command'] == "fbp_train --n-train 64 --n-val 16 --n-test 32 --model-kwargs '{\"width_mult\": 0.25}' --img-size 40 --batch-size 16 --epochs 1 --seed 1"
+    assert rec['repro'] == 'fbp repro run tiny_cli --scale cpu --rows D --seeds 1 --device cpu --epochs 1 --img-size 40'
+    mtime = (tmp_path/'res'/'tiny_cli'/var/'D'/'seed1.json').stat().st_mtime_ns
+    assert main(args) == 0                                               # done: nothing retrained, the record untouched
+    assert (tmp_path/'res'/'tiny_cli'/var/'D'/'seed1.json').stat().st_mtime_ns == mtime
+    assert main(['repro', 'table', 'tiny_cli', '--scale', var, '--results', str(tmp_path/'res')]) == 0
+    assert X.markdown_table('tiny_cli', var, tmp_path/'res').count('\n| Mamba-CNN D, tiny | 1 †') == 1
+    assert main(['repro', 'run', 'tiny_cli', '--rows', 'E']) == 2       # one sentence, before any work
+    assert main(['repro', 'run', 'nope']) == 2
+    assert main(['repro', 'run', 'tiny_cli', '--scale', 'gpu']) == 2
