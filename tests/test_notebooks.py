@@ -38,10 +38,7 @@ def _nbdev_test(nb, flags=()):
 
 # Chapters that do not run alone yet (they read files of the checkout without a guard or write into nbs/images):
 # they run inside nbs/ until fixed. Remove an entry once its notebook runs in an empty folder.
-IN_PLACE = {
-    '09_vision_mamba': "saves images/vmamba_scan_orders.png unconditionally (no images/ folder on Colab)",
-    '12_fer_yolo_mamba': "reads ../tests/benchmarks/results/det_table.json without a guard and saves images/det_pr.png",
-}
+IN_PLACE = {}   # every chapter runs alone now (09 and 12 read the committed records and save figures through fbp_nb.colab.figure_path)
 
 def _run_plain(nb, monkeypatch, folder=None):
     "Run all cells of `nb` with nbclient; in `folder` (a copy of the notebook alone there) or, with None, inside nbs/."
