@@ -18,9 +18,9 @@ from .train import (RunConfig, run, config_for, resumed_config, read_run, run_ta
                           list_tasks, get_task)
 
 # %% auto #0
-__all__ = ['DATA_FIELDS', 'info', 'demo', 'main', 'option_flag', 'field_option', 'train_parser', 'as_options', 'config_from_args',
-           'args_from_config', 'train', 'error_message', 'train_main', 'eval_parser', 'eval_command', 'eval_main',
-           'predict_parser', 'predict_main']
+__all__ = ['DATA_FIELDS', 'info', 'demo', 'repro', 'main', 'option_flag', 'field_option', 'train_parser', 'as_options',
+           'config_from_args', 'args_from_config', 'train', 'error_message', 'train_main', 'eval_parser',
+           'eval_command', 'eval_main', 'predict_parser', 'predict_main']
 
 # %% ../nbs/90_cli.ipynb #f32fa4c8
 def info() -> dict:
@@ -55,6 +55,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'fbp_nb {fbp_nb.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     sub.add_parser('info', help='print versions, devices and optional backends')
+    r = sub.add_parser('repro', help='the course tables as experiments (chapter 14): list, run (resumable) or print them')
+    rs = r.add_subparsers(dest='action', metavar='ACTION', required=True)
+    rs.add_parser('list', help='every registered experiment: its paper table, rows and scale presets')
+    rr = rs.add_parser('run', help="run what is missing of an experiment: finished rows are skipped, an interrupted run resumes")
+    rr.add_argument('name', help='an experiment of `fbp repro list`')
+    rr.add_argument('--scale', default='cpu', help="a preset of the experiment: cpu (a 2-core CPU budget), paper (the paper's recipe), ... (default: cpu)")
+    rr.add_argument('--rows', nargs='+', metavar='ROW', help='only these rows (default: all)')
+    rr.add_argument('--seeds', nargs='+', type=int, metavar='SEED', help="only these seeds (default: the preset's)")
+    rr.add_argument('--results', help='folder of the JSON records (default: runs/repro/results; fbp_nb/results in a checkout adds to the committed ones)')
+    rr.add_argument('--runs', default='runs/repro', help='folder of the run folders (default: runs/repro)')
+    for f in ('epochs', 'img_size', 'batch_size'):   # overrides: stored under their own variant, e.g. cpu+epochs=1
+        rr.add_argument('--' + f.replace('_', '-'), type=int, help=f"override the preset's {f} (records go to the variant SCALE+{f}=N)")
+    rr.add_argument('--device', help="auto, cpu, cuda, cuda:N or mps (default: the preset's, auto)")
+    rr.add_argument('--no-progress', action='store_true', help='one line per epoch instead of a progress bar')
+    rt = rs.add_parser('table', help='print an experiment\'s table from its records (default: the committed ones)')
+    rt.add_argument('name', help='an experiment of `fbp repro list`')
+    rt.add_argument('--scale', default='cpu', help='the variant: a preset name, or preset+overrides as `run` stores them (default: cpu)')
+    rt.add_argument('--results', help='folder of the records (default: the records committed with the package)')
     sub.add_parser('train', help='= fbp_train: train Mamba-CNN (default: on embedded synthetic faces, under 3 min on CPU) or a detector (--model yolox_nano)', add_help=False)
     sub.add_parser('eval', help='= fbp_eval: score a checkpoint (regressor or detector) on a data split', add_help=False)
     sub.add_parser('predict', help='= fbp_predict: score face photos, or detect expressions, with a checkpoint', add_help=False)
@@ -64,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N or mps (default: auto)')
     d.add_argument('--no-progress', action='store_true', help='hide the progress bars')
     return p
+
+def repro(a):
+    "`fbp repro list|run|table`: parse, call chapter 14's functions, print."
+    from fbp_nb import experiments as X
+    if a.action == 'list':
+        for e in X.EXPERIMENTS.values():
+            print(f"{e.name:27s} {e.source:36s} rows: {', '.join(e.rows)}\n{'':27s} scales: {', '.join(e.scales)}; {e.title}")
+    elif a.action == 'run':
+        over = {k: getattr(a, k) for k in ('epochs', 'img_size', 'batch_size', 'device') if getattr(a, k) is not None}
+        X.run_experiment(a.name, a.scale, rows=a.rows, seeds=a.seeds, results=a.results, runs=a.runs, progress=not a.no_progress, **over)
+    else: print(X.markdown_table(a.name, a.scale, results=a.results))
 
 def main(argv:list[str]|None=None) -> int:
     "Console entry point of `fbp`."
@@ -75,11 +104,12 @@ def main(argv:list[str]|None=None) -> int:
     try:
         if a.command == 'info':
             for k, v in info().items(): print(f'{k:17s} {v}')
+        elif a.command == 'repro': repro(a)
         elif a.command == 'demo':
             if a.steps < 1: p.error(f'--steps must be >= 1, got {a.steps}')
             acc = demo(a.steps, a.seed, a.device, progress=not a.no_progress)
             print(f"selective_acc={acc['selective']:.3f} lti_acc={acc['lti']:.3f}")
-    except ValueError as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f'fbp {a.command}: error: {e}', file=sys.stderr); return 2
     return 0
 

@@ -731,7 +731,7 @@ def _robustness_experiment() -> Experiment:
     from fbp_nb.robustness import CONDITIONS
     run = dict(run='runs/repro/mamba_cnn_table2_imagenet/cpu224/D/seed{seed}',
                make='fbp repro run mamba_cnn_table2_imagenet --scale cpu224 --rows D')
-    return Experiment('beauty_robustness', 'Mamba-CNN D-ImageNet (224 px) on photos that are not SCUT photos', 'course (issue: robustness)',
+    return Experiment('beauty_robustness', 'Mamba-CNN D-ImageNet (224 px) on photos that are not SCUT photos', 'Robustness (chapter 06b)',
         rows={k: Row(c.what, dict(condition=k), bench='fbp_nb.experiments:robustness_row') for k, c in CONDITIONS.items()},
         scales={'cpu': Scale(dict(run), seeds=(0,), note="the 2200 SCUT-FBP5500 test faces under each condition, scored by the "
                              "cpu224 run of Mamba-CNN D (seed 0), one pass per condition"),
