@@ -507,7 +507,7 @@ register_experiment(Experiment('der_table6_ensembles', 'Averaging ensembles of d
           'ensemble': Row('average of members 1-3 (uniform weights)', members=('m1', 'm2', 'm3'))},
     scales={'cpu': Scale(dict(SCUT, img_size=128, epochs=3), note="the course's ImageNet-initialised backbones at 128 px, 3 epochs, "
                          "AdamW 1e-4 cosine; the paper's Inception-v3/ResNeXt-50/2B-IncRex have no ImageNet weights offline"),
-            'paper': Scale(dict(PAPER_DER), rows={k: p for k, (_, _, p) in _MEMBERS.items()},
+            'paper': Scale(dict(PAPER_DER), rows={k: dict(p, weights=None) for k, (_, _, p) in _MEMBERS.items()},
                            note=_DER_NOTE + "; three of the paper's five members (fbp_nb.ensemble.DYNAMIC_ER_CNN has all five)")}))
 
 register_experiment(Experiment('der_table7_kfold', 'Five-fold cross-validation, each fold its own files', 'Dynamic ER-CNN, Tables 7-8',

@@ -66,7 +66,7 @@ def test_validate_accepts_detectors_and_refuses_mixed_tasks():
     assert RunConfig(model='yolox_nano', data='synth_fer', img_size=64).validate().model == 'yolox_nano'
     assert RunConfig(model='yolox_tiny', data='yolo', root='somewhere', img_size=128).validate().data == 'yolo'
     RunConfig().validate()                                                          # regression still valid
-    cases = [(dict(data='synth_fer'), "data: 'synth_fer' is not a data set of the regression model 'mamba_cnn_D' (synth, scut, mebeauty, kdef); it is detection data, for a detection model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
+    cases = [(dict(data='synth_fer'), "data: 'synth_fer' is not a data set of the regression model 'mamba_cnn_D' (synth, scut, mebeauty, kdef); it is detection data, for a detection model (fer_yolo_mamba, fer_yolo_mamba_mnv2, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
              (dict(data='fer', root='x'), "data: 'fer' is not a data set of the regression model"),
              (dict(model='yolox_nano', data='scut'), "data: 'scut' is not a data set of the detection model 'yolox_nano' (synth_fer, fer, yolo); it is regression data, for a regression model"),
              (dict(model='yolox_nano', data='synth'), "data: 'synth' is not a data set of the detection model"),
@@ -200,7 +200,7 @@ def test_train_on_a_yolo_folder(tmp_path):
     assert rc == 2 and 'nowhere' in e, e
 
 def test_train_mixing_and_bad_options():
-    cases = [(['--data', 'synth_fer'], "--data: 'synth_fer' is not a data set of the regression model 'mamba_cnn_D' (synth, scut, mebeauty, kdef); it is detection data, for a detection model (fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
+    cases = [(['--data', 'synth_fer'], "--data: 'synth_fer' is not a data set of the regression model 'mamba_cnn_D' (synth, scut, mebeauty, kdef); it is detection data, for a detection model (fer_yolo_mamba, fer_yolo_mamba_mnv2, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano"),
              (['--model', 'yolox_nano', '--data', 'scut'], "--data: 'scut' is not a data set of the detection model 'yolox_nano'"),
              (['--model', 'yolox_nano', '--align', 'landmarks'], '--align: applies to regression runs'),
              (['--model', 'yolox_nano', '--loss', 'huber'], '--loss: applies to regression runs'),
@@ -216,7 +216,7 @@ def test_train_mixing_and_bad_options():
         rc, out, err = call(train_main, argv)
         assert rc == 2 and err.startswith('fbp_train: error: ') and msg in err, (argv, err)
     r = script('fbp_train', '--model', 'yolo_nano')                                  # argparse: the detectors are listed
-    assert r.returncode == 2 and "invalid choice: 'yolo_nano'" in r.stderr and 'detectors: fer_yolo_mamba, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano' in r.stderr, r.stderr
+    assert r.returncode == 2 and "invalid choice: 'yolo_nano'" in r.stderr and 'detectors: fer_yolo_mamba, fer_yolo_mamba_mnv2, fer_yolo_mamba_nano, yolox_mnv2, yolox_nano' in r.stderr, r.stderr
 
 def test_train_help_mentions_detectors():
     r = script('fbp_train', '--help')
