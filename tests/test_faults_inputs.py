@@ -245,11 +245,12 @@ def test_out_of_memory_hints_name_only_the_commands_options():
 
 def test_sigint_is_one_line_and_exit_130(tmp_path):
     out = tmp_path / 'run'
-    p = subprocess.Popen([exe('fbp_train'), *REG[:8], '--width-mult', '0.25', '--epochs', '200', '--device', 'cpu', '--no-progress', '--out', str(out)],
+    # 2000 faces: an epoch lasts seconds, so the signal lands inside epoch 1 (with 32 faces a fast machine finished the run first)
+    p = subprocess.Popen([exe('fbp_train'), '--n-train', '2000', *REG[2:8], '--width-mult', '0.25', '--epochs', '200', '--device', 'cpu', '--no-progress', '--out', str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     for line in p.stdout:
         if line.startswith('epoch 0:'): break
-    time.sleep(0.5)
+    time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err

@@ -38,7 +38,10 @@ def _nbdev_test(nb, flags=()):
 
 # Chapters that do not run alone yet (they read files of the checkout without a guard or write into nbs/images):
 # they run inside nbs/ until fixed. Remove an entry once its notebook runs in an empty folder.
-IN_PLACE = {}   # every chapter runs alone now (09 and 12 read the committed records and save figures through fbp_nb.colab.figure_path)
+IN_PLACE = {   # 09 and 12 run alone since they read the committed records and save figures through fbp_nb.colab.figure_path
+    '13_interpret': "alone, the Grad-CAM energy check fails ('lower' map of trained variant A: 0.187 of the energy on the face, "
+                    "not above the constant map); inside nbs/ it passes; the cause was not found yet",
+}
 
 def _run_plain(nb, monkeypatch, folder=None):
     "Run all cells of `nb` with nbclient; in `folder` (a copy of the notebook alone there) or, with None, inside nbs/."
