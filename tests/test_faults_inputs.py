@@ -247,7 +247,8 @@ def test_sigint_is_one_line_and_exit_130(tmp_path):
     out = tmp_path / 'run'
     # 2000 faces: an epoch lasts seconds, so the signal lands inside epoch 1 (with 32 faces a fast machine finished the run first)
     p = subprocess.Popen([exe('fbp_train'), '--n-train', '2000', *REG[2:8], '--width-mult', '0.25', '--epochs', '200', '--device', 'cpu', '--no-progress', '--out', str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # a shell's background job ignores SIGINT: the child must not inherit that
     for line in p.stdout:
         if line.startswith('epoch 0:'): break
     time.sleep(0.2)
